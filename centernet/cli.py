@@ -1,0 +1,185 @@
+"""`centernet train | eval | predict | synth | models`: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import __version__
+
+
+def _input_size(text: str) -> tuple[int, int]:
+    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) <= 0 or any(p % 32 for p in parts):
+        raise argparse.ArgumentTypeError(f"input size {text!r}: give N or H,W, multiples of 32 (e.g. 512 or 384,640)")
+    return parts[0], parts[1]
+
+
+def _data_split(data_dir: str | None, split: str) -> tuple[str | None, str | None]:
+    """``DIR/<split>/images`` and ``DIR/<split>/annotations.json`` (the layout `centernet synth` writes)."""
+    if not data_dir:
+        return None, None
+    root = Path(data_dir) / split
+    return str(root / "images"), str(root / "annotations.json")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import Config, load_config
+    from .engine.trainer import train
+
+    config = load_config(args.config) if args.config else Config()
+    train_images, train_ann = _data_split(args.data, "train")
+    val_images, val_ann = _data_split(args.data, "val")
+    config.override("model", name=args.model, pretrained=args.pretrained)
+    config.override("data", train_images=args.train_images or train_images, train_ann=args.train_ann or train_ann,
+                    val_images=args.val_images or val_images, val_ann=args.val_ann or val_ann,
+                    input_size=args.input_size, workers=args.workers)
+    config.override("train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                    device=args.device, eval_interval=args.eval_interval, ema=args.ema or None,
+                    amp=args.amp or None)
+    run_dir = args.run_dir or str(Path("runs") / config.model.name)
+    summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
+    print(f"run folder: {summary['run_dir']} (best.pt, last.pt, metrics.csv, losses.png, map.png)")
+    print(f"best val AP: {100 * summary['best_ap']:.2f}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data.coco import CocoDetection
+    from .data.transforms import EvalTransform
+    from .engine.evaluate import evaluate, format_metrics, save_metrics
+    from .engine.predict import Detector
+
+    detector = Detector.from_checkpoint(args.weights, device=args.device, flip=args.flip,
+                                        **({"input_size": args.input_size} if args.input_size else {}))
+    images, ann = _data_split(args.data, args.split)
+    images, ann = args.images or images, args.ann or ann
+    if not images or not ann:
+        raise SystemExit("centernet eval: give --data DIR (with DIR/val/images and DIR/val/annotations.json) "
+                         "or --images and --ann")
+    transform = detector.transform
+    dataset = CocoDetection(images, ann, EvalTransform(input_size=transform.input_size, keep_res=transform.keep_res))
+    if dataset.class_names != detector.class_names:
+        print(f"warning: {ann} names its classes {dataset.class_names}, the checkpoint "
+              f"{detector.class_names}", file=sys.stderr)
+    metrics, detections = evaluate(detector, dataset, batch_size=args.batch_size)
+    print(format_metrics(metrics))
+    out_dir = Path(args.out or Path(args.weights).parent / "eval")
+    path = save_metrics(metrics, detections, out_dir)
+    print(f"metrics: {path}  detections: {out_dir / 'detections.json'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.predict import Detector, predict
+
+    detector = Detector.from_checkpoint(args.weights, device=args.device, flip=args.flip,
+                                        score_threshold=args.score_threshold,
+                                        **({"input_size": args.input_size} if args.input_size else {}))
+    out_dir = Path(args.out or Path(args.weights).parent / "predictions")
+    records = predict(detector, args.source, out_dir, batch_size=args.batch_size)
+    total = sum(len(r["detections"]) for r in records)
+    print(f"{len(records)} image(s), {total} detection(s) above {args.score_threshold}: "
+          f"drawn images and predictions.json in {out_dir}")
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from .data.synthetic import generate_dataset
+
+    generate_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed)
+    print(f"synthetic COCO data set in {args.out} (train/ and val/, images/ + annotations.json)")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import create_model, list_models
+
+    print(f"{'model':<28} {'parameters':>12}")
+    for name in list_models():
+        model = create_model(name, num_classes=args.num_classes)
+        count = sum(p.numel() for p in model.parameters())
+        print(f"{name:<28} {count:>12,}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="centernet", description="CenterNet (Objects as Points) in PyTorch")
+    parser.add_argument("--version", action="version", version=f"centernet {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("train", help="train a model on a COCO-format data set")
+    p.add_argument("--config", help="YAML config (configs/*.yml); flags override it")
+    p.add_argument("--model", help="model name (see `centernet models`)")
+    p.add_argument("--data", help="folder with train/ and val/, each images/ + annotations.json")
+    p.add_argument("--train-images")
+    p.add_argument("--train-ann")
+    p.add_argument("--val-images")
+    p.add_argument("--val-ann")
+    p.add_argument("--input-size", type=_input_size, help="N or H,W (multiples of 32)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--workers", type=int, help="data loading processes")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-interval", type=int, help="epochs between validations (0: only at the end)")
+    p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (used for eval and best.pt)")
+    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--pretrained", help="initial weights (.pdparams, .pth or a centernet checkpoint)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--run-dir", help="output folder (default runs/<model>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("eval", help="COCO mAP of a checkpoint on a COCO-format split")
+    p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")
+    p.add_argument("--data", help="folder with <split>/images and <split>/annotations.json")
+    p.add_argument("--split", default="val")
+    p.add_argument("--images")
+    p.add_argument("--ann")
+    p.add_argument("--flip", action="store_true", help="flip test")
+    p.add_argument("--input-size", type=_input_size)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device")
+    p.add_argument("--out", help="output folder (default: eval/ beside the weights)")
+    p.set_defaults(func=cmd_eval)
+
+    p = commands.add_parser("predict", help="detect objects in an image or a folder and draw them")
+    p.add_argument("source", help="image file or folder")
+    p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")
+    p.add_argument("--out", help="output folder (default: predictions/ beside the weights)")
+    p.add_argument("--score-threshold", type=float, default=0.3)
+    p.add_argument("--flip", action="store_true", help="flip test")
+    p.add_argument("--input-size", type=_input_size)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device")
+    p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser("synth", help="generate the synthetic COCO-format data set")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--train", type=int, default=1000, help="training images")
+    p.add_argument("--val", type=int, default=200, help="validation images")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_synth)
+
+    p = commands.add_parser("models", help="list the model names with their parameter counts")
+    p.add_argument("--num-classes", type=int, default=80)
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError, FileExistsError) as error:
+        print(f"centernet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

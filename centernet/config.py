@@ -1,0 +1,127 @@
+"""Run configuration: three small dataclasses (model, data, train) read from and written to YAML.
+
+Every zoo row has a YAML under ``configs/`` named as PaddleDetection names it. A config file holds
+only what differs from the defaults below; the CLI's flags override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    name: str = "centernet_dla34"
+    num_classes: int | None = None  # None: taken from the training data's categories
+    pretrained: str | None = None  # full-model weights (.pdparams, .pth or our checkpoint)
+    pretrained_backbone: str | None = None  # ImageNet backbone weights
+
+
+@dataclass
+class DataConfig:
+    train_images: str | None = None
+    train_ann: str | None = None
+    val_images: str | None = None
+    val_ann: str | None = None
+    input_size: tuple[int, int] = (512, 512)  # (height, width) of the training input
+    eval_keep_res: bool = True  # evaluate at the image's own resolution (padded), as PaddleDetection
+    workers: int = 2
+    corrected_radius: bool = False  # True: CornerNet's radius without the original's quirk
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 140
+    batch_size: int = 16
+    lr: float = 2.5e-4  # Adam, PaddleDetection's base_lr for batch 16
+    milestones: tuple[int, ...] = (90, 120)  # lr x gamma at these epochs of a `schedule_epochs` run
+    schedule_epochs: int = 140  # the milestones scale with epochs / schedule_epochs
+    gamma: float = 0.1
+    weight_decay: float = 0.0
+    ema: bool = False
+    ema_decay: float = 0.9998
+    sync_bn: bool = False
+    amp: bool = False
+    grad_clip: float | None = None
+    seed: int = 0
+    eval_interval: int = 1  # epochs between validations (0: only at the end)
+    flip_test: bool = False
+    device: str = "auto"
+
+    def scaled_milestones(self) -> list[int]:
+        """The lr-drop epochs for this run's length (PaddleDetection's 90/120 of 140 for 140)."""
+        scale = self.epochs / self.schedule_epochs
+        return sorted({max(1, round(m * scale)) for m in self.milestones if round(m * scale) < self.epochs})
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> "Config":
+        unknown = set(values) - {"model", "data", "train"}
+        if unknown:
+            raise ValueError(f"{source}: unknown config section(s) {sorted(unknown)}; "
+                             "expected model, data, train")
+        return cls(model=_build(ModelConfig, values.get("model"), source, "model"),
+                   data=_build(DataConfig, values.get("data"), source, "data"),
+                   train=_build(TrainConfig, values.get("train"), source, "train"))
+
+    def override(self, section: str, **values: Any) -> None:
+        """Set the non-None ``values`` on one section (used for command-line flags)."""
+        target = getattr(self, section)
+        for key, value in values.items():
+            if value is not None:
+                if not hasattr(target, key):
+                    raise ValueError(f"unknown {section} option {key!r}")
+                setattr(target, key, _coerce(type(target), key, value))
+
+
+def _coerce(kind: type, key: str, value: Any) -> Any:
+    default = getattr(kind(), key)
+    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    return value
+
+
+def _build(kind: type, values: dict[str, Any] | None, source: str, section: str):
+    values = values or {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{source}: section {section!r} must be a mapping, got {type(values).__name__}")
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(values) - names
+    if unknown:
+        raise ValueError(f"{source}: unknown {section} option(s) {sorted(unknown)}; "
+                         f"known: {sorted(names)}")
+    return kind(**{k: _coerce(kind, k, v) for k, v in values.items()})
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config must be a mapping with sections model, data, train")
+    return Config.from_dict(values, source=str(path))
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    data = config.to_dict()
+    data["data"]["input_size"] = list(data["data"]["input_size"])
+    data["train"]["milestones"] = list(data["train"]["milestones"])
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,65 @@
+"""COCO evaluation: run a ``Detector`` over a ``CocoDetection`` split and score it with pycocotools."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..data.coco import CocoDetection, collate
+from .predict import Detector
+
+METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+
+
+def evaluate(detector: Detector, dataset: CocoDetection, batch_size: int = 4, workers: int = 0,
+             progress: bool = True) -> tuple[dict[str, float], list[dict]]:
+    """COCO metrics (AP, AP50, ... as fractions) and the detections in COCO result format."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate)
+    detections = []
+    for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+        results = detector.detect_batch(batch["image"], batch["inverse_affine"], batch["orig_size"])
+        for image_id, result in zip(batch["image_id"], results):
+            xywh = result["boxes"].clone()
+            xywh[:, 2:] -= xywh[:, :2]
+            for box, score, label in zip(xywh.tolist(), result["scores"].tolist(), result["labels"].tolist()):
+                detections.append({"image_id": int(image_id), "category_id": dataset.cat_ids[label],
+                                   "bbox": [round(v, 3) for v in box], "score": round(score, 5)})
+    return coco_metrics(dataset.coco, detections), detections
+
+
+def coco_metrics(coco_gt, detections: list[dict]) -> dict[str, float]:
+    """pycocotools' bbox metrics; all zero when there is no detection at all."""
+    if not detections:
+        return {name: 0.0 for name in METRIC_NAMES}
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_dt = coco_gt.loadRes(detections)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {name: float(max(value, 0.0)) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    names = METRIC_NAMES[:6]
+    header = " | ".join(f"{name:>6}" for name in names)
+    values = " | ".join(f"{100 * metrics[name]:6.2f}" for name in names)
+    return f"{header}\n{values}"
+
+
+def save_metrics(metrics: dict[str, float], detections: list[dict], out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "eval.json"
+    path.write_text(json.dumps(metrics, indent=1))
+    (out_dir / "detections.json").write_text(json.dumps(detections))
+    return path
+

@@ -1,0 +1,170 @@
+"""From images to detections: the ``Detector`` used by prediction, evaluation and the CLI.
+
+One image's path through it::
+
+    load_image(file)                 RGB uint8 [H, W, 3], EXIF applied
+    EvalTransform                    affine to the input size, normalise -> [3, h, w], inverse affine
+    model(images)                    raw maps {"heatmap" logits, "wh", "offset"} at stride 4
+    flip_merge (optional)            average with the horizontally flipped pass
+    decode                           sigmoid, 3x3 max-pool peaks, top-K -> boxes on the output map
+    * stride, affine_boxes           boxes in input pixels, then in original-image pixels
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..data.images import load_image
+from ..data.transforms import EvalTransform
+from ..decode import affine_boxes, decode, flip_merge
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def select_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Detector:
+    """Turns images of any size into torchvision-style detections.
+
+    Each result is a dict with ``boxes`` [N, 4] xyxy in original-image pixels, ``scores`` [N] and
+    ``labels`` [N] (contiguous class indices; ``class_names[label]`` names them).
+    """
+
+    def __init__(self, model: torch.nn.Module, class_names: Sequence[str] | None = None,
+                 input_size: tuple[int, int] = (512, 512), keep_res: bool = True, flip: bool = False,
+                 max_detections: int = 100, score_threshold: float = 0.0,
+                 device: str | torch.device | None = "auto"):
+        self.device = select_device(device)
+        self.model = model.to(self.device).eval()
+        num_classes = model.num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for a model of {num_classes} classes")
+        self.transform = EvalTransform(input_size=tuple(input_size), keep_res=keep_res)
+        self.flip = flip
+        self.max_detections = max_detections
+        self.score_threshold = score_threshold
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs) -> "Detector":
+        """A detector from one of our training checkpoints (``best.pt`` / ``last.pt``)."""
+        from ..config import Config
+        from ..models import create_model
+        from .checkpoint import load_checkpoint
+
+        state = load_checkpoint(path)
+        config = Config.from_dict(state["config"], source=str(path))
+        class_names = state.get("class_names")
+        model = create_model(config.model.name, num_classes=config.model.num_classes)
+        weights = state.get("ema") or state["model"]
+        model.load_state_dict(weights)
+        kwargs.setdefault("input_size", config.data.input_size)
+        kwargs.setdefault("keep_res", config.data.eval_keep_res)
+        return cls(model, class_names=class_names, device=device, **kwargs)
+
+    @torch.inference_mode()
+    def detect_batch(self, images: torch.Tensor, inverse_affines: torch.Tensor,
+                     orig_sizes: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """Detections for a normalised batch ``images [B, 3, H, W]`` (see the module docstring)."""
+        images = images.to(self.device)
+        batch = images.shape[0]
+        if self.flip:
+            outputs = self.model(torch.cat([images, images.flip(-1)]))
+            outputs = flip_merge({k: v[:batch] for k, v in outputs.items()},
+                                 {k: v[batch:] for k, v in outputs.items()})
+        else:
+            outputs = self.model(images)
+        boxes, scores, labels = decode(outputs["heatmap"], outputs["wh"], outputs["offset"],
+                                       k=self.max_detections)  # [B, K, 4] on the output map
+        stride = images.shape[-1] / outputs["heatmap"].shape[-1]
+        boxes = affine_boxes(boxes * stride, inverse_affines.to(boxes))  # original-image pixels
+        results = []
+        for i, (height, width) in enumerate(orig_sizes):
+            keep = scores[i] > self.score_threshold
+            image_boxes = boxes[i][keep]
+            image_boxes[:, 0::2] = image_boxes[:, 0::2].clamp(0, width)
+            image_boxes[:, 1::2] = image_boxes[:, 1::2].clamp(0, height)
+            results.append({"boxes": image_boxes.cpu(), "scores": scores[i][keep].cpu(),
+                            "labels": labels[i][keep].cpu()})
+        return results
+
+    def __call__(self, images: str | Path | np.ndarray | Iterable[str | Path | np.ndarray],
+                 batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
+        """Detections for image files or RGB uint8 arrays (one or a list)."""
+        if isinstance(images, (str, Path, np.ndarray)):
+            images = [images]
+        images = list(images)
+        results = []
+        for start in range(0, len(images), batch_size):
+            chunk = [load_image(image) if not isinstance(image, np.ndarray) else image
+                     for image in images[start:start + batch_size]]
+            results.extend(self.detect_images(chunk))
+        return results
+
+    def detect_images(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        tensors, inverses, sizes = [], [], []
+        for image in images:
+            tensor, _, _, inverse = self.transform(image, np.zeros((0, 4), np.float32),
+                                                   np.zeros((0,), np.int64), None)
+            tensors.append(torch.as_tensor(tensor))
+            inverses.append(torch.as_tensor(inverse))
+            sizes.append(image.shape[:2])
+        return self.detect_batch(pad_stack(tensors), torch.stack(inverses), sizes)
+
+
+def pad_stack(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack [3, H, W] images, zero-padding bottom/right to the largest size (affines stay valid)."""
+    height = max(image.shape[1] for image in images)
+    width = max(image.shape[2] for image in images)
+    batch = images[0].new_zeros((len(images), images[0].shape[0], height, width))
+    for i, image in enumerate(images):
+        batch[i, :, :image.shape[1], :image.shape[2]] = image
+    return batch
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """An image file, or the image files of a folder (sorted), with a clear error otherwise."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise FileNotFoundError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+        return files
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    return [source]
+
+
+def predict(detector: Detector, source: str | Path, out_dir: str | Path, batch_size: int = 8,
+            draw: bool = True) -> list[dict]:
+    """Run on an image or a folder; save drawn images and ``predictions.json`` in ``out_dir``."""
+    import json
+
+    from ..viz import draw_detections, save_image
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = list_images(source)
+    records = []
+    for start in range(0, len(files), batch_size):
+        chunk = files[start:start + batch_size]
+        images = [load_image(path) for path in chunk]
+        for path, image, result in zip(chunk, images, detector.detect_images(images)):
+            detections = [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
+                           "label": int(label), "class": detector.class_names[int(label)]}
+                          for box, score, label in zip(result["boxes"], result["scores"], result["labels"])]
+            records.append({"file": str(path), "detections": detections})
+            if draw:
+                drawn = draw_detections(image, result["boxes"].numpy(), result["scores"].numpy(),
+                                        result["labels"].numpy(), detector.class_names)
+                save_image(drawn, out_dir / f"{path.stem}.jpg")
+    (out_dir / "predictions.json").write_text(json.dumps(records, indent=1))
+    return records

@@ -1,0 +1,92 @@
+"""Pictures: detections drawn on images, and the training curves of a run."""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """A bright RGB colour per class, well spread over the hue circle (golden-ratio steps)."""
+    hue = (label * 0.618033988749895) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                    class_names: Sequence[str], thickness: int | None = None) -> np.ndarray:
+    """A copy of the RGB ``image`` with each xyxy box, its class name and score drawn."""
+    canvas = np.ascontiguousarray(image.copy())
+    scale = max(canvas.shape[:2]) / 640
+    thickness = thickness or max(1, round(2 * scale))
+    font_scale = max(0.35, 0.5 * scale)
+    for box, score, label in zip(np.asarray(boxes), np.asarray(scores), np.asarray(labels)):
+        x1, y1, x2, y2 = (int(round(v)) for v in box)
+        color = class_color(int(label))
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
+        text = f"{class_names[int(label)]} {score:.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1
+        cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
+        cv2.putText(canvas, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+def save_image(image_rgb: np.ndarray, path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write image {path}")
+
+
+def plot_metrics(csv_path: str | Path, out_dir: str | Path) -> list[Path]:
+    """``losses.png`` (training losses per epoch) and ``map.png`` (validation AP/AP50) from metrics.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return []
+    out_dir = Path(out_dir)
+    epochs = [int(row["epoch"]) for row in rows]
+    written = []
+
+    def column(name: str) -> tuple[list[int], list[float]]:
+        pairs = [(e, float(row[name])) for e, row in zip(epochs, rows) if row.get(name)]
+        return [p[0] for p in pairs], [p[1] for p in pairs]
+
+    figure, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for axis, name in zip(axes, ["loss", "heatmap_loss", "wh_loss", "offset_loss"]):
+        axis.plot(*column(name), marker="o", markersize=3)
+        axis.set_title(name)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out_dir / "losses.png", dpi=90)
+    plt.close(figure)
+    written.append(out_dir / "losses.png")
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for name in ["AP", "AP50", "AP75"]:
+        xs, ys = column(name)
+        if xs:
+            axis.plot(xs, ys, marker="o", markersize=3, label=name)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("COCO metric (val)")
+    axis.set_ylim(0, 1)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(out_dir / "map.png", dpi=90)
+    plt.close(figure)
+    written.append(out_dir / "map.png")
+    return written
