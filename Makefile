@@ -1,0 +1,48 @@
+# Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DATA ?= data/synth
+RUN ?= runs/demo
+SEED ?= 0
+# The demo's model and size: DLA-34 CenterNet (PaddleDetection's structure) at a reduced input.
+DEMO_MODEL ?= centernet_dla34
+DEMO_SIZE ?= 256
+DEMO_EPOCHS ?= 8
+DEMO_TRAIN ?= 1000
+DEMO_VAL ?= 200
+
+.PHONY: install demo test test-slow test-paddle clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[test,onnx]'
+	touch $@
+
+demo: install
+	$(PY) -m centernet synth --out $(DATA) --train $(DEMO_TRAIN) --val $(DEMO_VAL) --seed $(SEED)
+	rm -rf $(RUN)
+	$(PY) -m centernet train --data $(DATA) --model $(DEMO_MODEL) --input-size $(DEMO_SIZE) \
+		--epochs $(DEMO_EPOCHS) --batch-size 16 --lr 1e-3 --seed $(SEED) --run-dir $(RUN)
+	$(PY) -m centernet eval --weights $(RUN)/best.pt --data $(DATA) --out $(RUN)/eval
+	$(PY) -m centernet predict $(DATA)/val/images --weights $(RUN)/best.pt --out $(RUN)/predictions
+	@echo "demo done: checkpoints, metrics.csv, losses.png and map.png in $(RUN);" \
+		"COCO metrics in $(RUN)/eval/eval.json; drawn predictions in $(RUN)/predictions"
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+# Comparison tests against PaddleDetection (installs the reference environment .venv-paddle).
+test-paddle: install
+	bash scripts/setup_paddle_env.sh
+	$(PY) -m pytest -q -m paddle
+
+clean:
+	rm -rf $(RUN) $(DATA)
