@@ -1,0 +1,53 @@
+"""Image decoding: any common file to an RGB uint8 array, or a clear error.
+
+PaddleDetection decodes with ``cv2.imdecode(..., IMREAD_COLOR)`` (EXIF orientation applied, alpha
+dropped) and converts BGR to RGB; ``load_image`` gives the same pixels with Pillow, and also handles
+16-bit and palette images and refuses truncated files instead of filling them with grey.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageLoadError
+
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read ``path`` as RGB uint8 ``[H, W, 3]`` with its EXIF orientation applied.
+
+    Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images are converted to 8-bit RGB.
+    Raises ``ImageLoadError`` naming the file for a missing, unreadable or truncated image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageLoadError(f"{path}: image file not found")
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes now: a truncated file raises here
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb_array(image)
+    except UnidentifiedImageError:
+        raise ImageLoadError(f"{path}: not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise ImageLoadError(f"{path}: cannot decode image ({error})") from None
+
+
+def _to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Pillow image of any mode -> RGB uint8 [H, W, 3]."""
+    if image.mode in _SIXTEEN_BIT_MODES:
+        gray = np.asarray(image, dtype=np.float64)  # [H, W] in 0..65535
+        gray = np.clip(np.rint(gray / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "F":
+        gray = np.clip(np.rint(np.asarray(image, dtype=np.float64)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")  # palette transparency goes through RGBA, then alpha is dropped
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
