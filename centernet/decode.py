@@ -40,18 +40,20 @@ def decode(heatmap: torch.Tensor, wh: torch.Tensor, offset: torch.Tensor, k: int
 
     Returns ``boxes [B, K, 4]`` xyxy, ``scores [B, K]`` and ``labels [B, K]`` int64.
     """
-    batch, _, height, width = heatmap.shape
+    batch, num_classes, _, width = heatmap.shape
     scores = heatmap.sigmoid() if apply_sigmoid else heatmap
+    # channels-last: 3x3 max-pooling is several times faster on CPU in this layout, and the
+    # flattening below is then a view
+    scores = scores.contiguous(memory_format=torch.channels_last)
     pooled = F.max_pool2d(scores, kernel_size=3, stride=1, padding=1)
     scores = scores * (pooled == scores).to(scores.dtype)  # [B, C, H, W], non-peaks 0
 
-    flat = scores.reshape(batch, -1)  # [B, C*H*W]
+    flat = scores.permute(0, 2, 3, 1).reshape(batch, -1)  # [B, H*W*C]
     # K as a tensor clamped to the map's size, so an exported graph also clamps it at run time
     num_candidates = torch._shape_as_tensor(flat)[1]
     top_scores, top_index = flat.topk(num_candidates.clamp(max=k), dim=1)  # [B, K]
-    area = height * width
-    labels = torch.div(top_index, area, rounding_mode="floor")
-    position = top_index - labels * area  # [B, K] flat y * W + x
+    position = torch.div(top_index, num_classes, rounding_mode="floor")  # [B, K] flat y * W + x
+    labels = top_index - position * num_classes
     ys = torch.div(position, width, rounding_mode="floor")
     xs = position - ys * width
 
