@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import centernet.models.deform_conv as deform_conv
 from centernet.models.deform_conv import DeformConv2d, modulated_deform_conv2d
 
 
@@ -83,8 +84,9 @@ def test_channel_layout_is_offsets_then_mask_with_y_before_x():
     np.testing.assert_allclose(layer(x).detach().numpy(), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("implementation", ["torchvision", "gather"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_random_offsets_match_loop_reference(stride):
+def test_random_offsets_match_loop_reference(stride, implementation):
     """Offsets up to +-4 pixels on a 7x8 map: many taps land partly or wholly outside the image."""
     generator = torch.Generator().manual_seed(2 + stride)
     out_h, out_w = (7 - 1) // stride + 1, (8 - 1) // stride + 1
@@ -93,7 +95,8 @@ def test_random_offsets_match_loop_reference(stride):
     mask = torch.rand(2, 9, out_h, out_w, generator=generator)
     weight = torch.randn(4, 3, 3, 3, generator=generator)
     bias = torch.randn(4, generator=generator)
-    got = modulated_deform_conv2d(x, offset, mask, weight, bias, stride=stride, padding=1)
+    got = modulated_deform_conv2d(x, offset, mask, weight, bias, stride=stride, padding=1,
+                                  implementation=implementation)
     expected = reference_dcn(x, offset, mask, weight, bias, stride=stride, padding=1)
     np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
 
@@ -104,3 +107,66 @@ def test_parameter_names_and_shapes_follow_paddle():
     assert shapes == {"conv_offset.weight": (27, 16, 3, 3), "conv_offset.bias": (27,),
                       "conv_dcn.weight": (8, 16, 3, 3), "conv_dcn.bias": (8,)}
     assert not layer.conv_offset.weight.any() and not layer.conv_offset.bias.any()
+
+
+def _inputs(dtype, stride, padding, dilation, batch=2, channels=5, size=(9, 8), out_channels=4):
+    """Random inputs whose offsets (+-5 px) send many taps partly or wholly out of the image."""
+    generator = torch.Generator().manual_seed(7)
+    height, width = size
+    out_h = (height + 2 * padding - 2 * dilation - 1) // stride + 1
+    out_w = (width + 2 * padding - 2 * dilation - 1) // stride + 1
+
+    def rand(*shape, scale=1.0, shift=0.0):
+        return (torch.rand(*shape, generator=generator, dtype=dtype) * scale + shift)
+
+    return [rand(batch, channels, height, width, scale=2, shift=-1),
+            rand(batch, 18, out_h, out_w, scale=10, shift=-5),
+            rand(batch, 9, out_h, out_w),
+            rand(out_channels, channels, 3, 3, scale=2, shift=-1),
+            rand(out_channels, scale=2, shift=-1)]
+
+
+def _forward_backward(inputs, implementation, stride, padding, dilation):
+    inputs = [t.clone().requires_grad_() for t in inputs]
+    out = modulated_deform_conv2d(*inputs, stride=stride, padding=padding, dilation=dilation,
+                                  implementation=implementation)
+    upstream = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+    return [out] + list(torch.autograd.grad(out, inputs, upstream))
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("stride, padding, dilation", [(1, 1, 1), (2, 1, 1), (1, 2, 2), (1, 0, 1)])
+def test_gather_path_equals_torchvision_forward_and_backward(dtype, tolerance, stride, padding,
+                                                             dilation):
+    inputs = _inputs(dtype, stride, padding, dilation)
+    reference = _forward_backward(inputs, "torchvision", stride, padding, dilation)
+    ours = _forward_backward(inputs, "gather", stride, padding, dilation)
+    names = ["output", "grad x", "grad offset", "grad mask", "grad weight", "grad bias"]
+    for name, a, b in zip(names, ours, reference):
+        scale = max(1.0, b.abs().max().item())
+        assert (a - b).abs().max().item() <= tolerance * scale, name
+
+
+def test_gather_path_without_bias_and_with_offsets_far_outside():
+    inputs = _inputs(torch.float64, 1, 1, 1)
+    inputs[1][:, :, 0, 0] = 1e6  # every tap of one pixel samples far outside: contributes nothing
+    inputs[4] = None
+    expected = modulated_deform_conv2d(*inputs, padding=1, implementation="torchvision")
+    got = modulated_deform_conv2d(*inputs, padding=1, implementation="gather")
+    torch.testing.assert_close(got, expected)
+    assert not got[:, :, 0, 0].any()
+
+
+def test_auto_uses_the_gather_path_on_cpu_and_torchvision_for_groups(monkeypatch):
+    calls = []
+    original = deform_conv.gather_deform_conv2d
+    monkeypatch.setattr(deform_conv, "gather_deform_conv2d",
+                        lambda *args: calls.append(1) or original(*args))
+    layer = DeformConv2d(4, 6, 3)
+    layer(torch.randn(1, 4, 6, 6))
+    assert calls == [1]
+    grouped = DeformConv2d(4, 6, 3, groups=2)
+    assert grouped(torch.randn(1, 4, 6, 6)).shape == (1, 6, 6, 6)
+    assert calls == [1]
+    with pytest.raises(ValueError, match="implementation"):
+        modulated_deform_conv2d(*_inputs(torch.float32, 1, 1, 1), implementation="cuda")
