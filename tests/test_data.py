@@ -190,7 +190,7 @@ def test_boxes_clipped_and_skipped_with_one_counting_warning(tmp_path):
     assert "annotations.json" in lines[0]
     assert "clipped 2 boxes" in lines[0] and "skipped 2 boxes of zero area" in lines[0]
     assert "1 crowd boxes" in lines[0]
-    boxes, labels = dataset._targets[1]
+    boxes, labels = dataset.original_boxes(0)  # image id 1
     np.testing.assert_allclose(boxes, [[0, 5, 20, 25], [90, 70, 100, 80]])
     assert labels.tolist() == [1, 1]
     assert dataset.coco.anns[6]["area"] == 100  # filled in for COCOeval
@@ -250,3 +250,13 @@ def test_items_are_reproducible_per_seed_epoch_and_worker_count(tmp_path):
 
     for a, b in zip(images(0), images(2)):
         torch.testing.assert_close(a, b)
+
+
+def test_skip_empty_leaves_out_images_without_usable_boxes(tmp_path):
+    annotations = [{"id": 1, "image_id": 5, "category_id": 7, "bbox": [10, 10, 10, 10]},
+                   {"id": 2, "image_id": 1, "category_id": 7, "bbox": [10, 10, 10, 10], "iscrowd": 1}]
+    image_dir, ann_file = make_coco(tmp_path, annotations=annotations, write_images=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert CocoDetection(image_dir, ann_file, EvalTransform()).image_ids == [1, 5]
+        assert CocoDetection(image_dir, ann_file, EvalTransform(), skip_empty=True).image_ids == [5]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -50,12 +49,16 @@ def read_coco_json(ann_file: str | Path) -> dict:
     if not isinstance(data, dict):
         raise DataError(f"{ann_file}: expected a JSON object with images, annotations and categories")
     for section, keys in _REQUIRED_KEYS.items():
-        if not isinstance(data.get(section), list):
+        entries = data.get(section)
+        if not isinstance(entries, list):
             raise DataError(f"{ann_file}: missing list '{section}'")
-        for position, entry in enumerate(data[section]):
-            missing = [key for key in keys if not isinstance(entry, dict) or key not in entry]
-            if missing:
-                raise DataError(f"{ann_file}: {section}[{position}] lacks {', '.join(map(repr, missing))}")
+        bad = next((i for i, entry in enumerate(entries) if not isinstance(entry, dict)), None)
+        if bad is not None:
+            raise DataError(f"{ann_file}: {section}[{bad}] is not an object")
+        for key in keys:
+            bad = next((i for i, entry in enumerate(entries) if key not in entry), None)
+            if bad is not None:
+                raise DataError(f"{ann_file}: {section}[{bad}] lacks '{key}'")
     if not data["images"]:
         raise DataError(f"{ann_file}: no images")
     if not data["categories"]:
@@ -66,20 +69,25 @@ def read_coco_json(ann_file: str | Path) -> dict:
             duplicate = next(i for i, count in Counter(ids).items() if count > 1)
             raise DataError(f"{ann_file}: {section} id {duplicate} appears more than once")
 
+    annotations = data["annotations"]
     image_ids = {image["id"] for image in data["images"]}
     cat_ids = {category["id"] for category in data["categories"]}
-    for ann in data["annotations"]:
-        if ann["image_id"] not in image_ids:
-            raise DataError(f"{ann_file}: annotation {ann['id']} refers to unknown image id {ann['image_id']}")
-        if ann["category_id"] not in cat_ids:
-            raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']}")
-        bbox = ann["bbox"]
-        if not (isinstance(bbox, list) and len(bbox) == 4
-                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-            raise DataError(f"{ann_file}: annotation {ann['id']} bbox must be 4 numbers [x, y, w, h], got {bbox!r}")
+    for ann in (ann for ann in annotations if ann["image_id"] not in image_ids):
+        raise DataError(f"{ann_file}: annotation {ann['id']} refers to unknown image id {ann['image_id']}")
+    for ann in (ann for ann in annotations if ann["category_id"] not in cat_ids):
+        raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']}")
+    for ann in (ann for ann in annotations if not _is_bbox(ann["bbox"])):
+        raise DataError(f"{ann_file}: annotation {ann['id']} bbox must be 4 numbers [x, y, w, h], got {ann['bbox']!r}")
+    for ann in annotations:
         ann.setdefault("iscrowd", 0)
-        ann.setdefault("area", float(bbox[2]) * float(bbox[3]))
+        if "area" not in ann:
+            ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
     return data
+
+
+def _is_bbox(bbox: Any) -> bool:
+    return (type(bbox) is list and len(bbox) == 4
+            and all(type(v) is float or type(v) is int for v in bbox))
 
 
 def coco_from_dict(data: dict) -> COCO:
@@ -93,33 +101,29 @@ def coco_from_dict(data: dict) -> COCO:
 
 def _boxes_per_image(data: dict, label_of: dict[int, int], ann_file: Path) -> dict[int, tuple]:
     """image id -> (boxes xyxy [N, 4] float32 clipped to the image, labels [N] int64)."""
-    sizes = {image["id"]: (float(image["width"]), float(image["height"])) for image in data["images"]}
-    per_image: dict[int, tuple[list, list]] = {image_id: ([], []) for image_id in sizes}
-    clipped = empty = crowd = 0
-    for ann in data["annotations"]:
-        if ann.get("iscrowd", 0):
-            crowd += 1
-            continue
-        x, y, w, h = (float(v) for v in ann["bbox"])
-        width, height = sizes[ann["image_id"]]
-        box = [x, y, x + w, y + h]
-        if not all(math.isfinite(v) for v in box) or w <= 0 or h <= 0:
-            empty += 1
-            continue
-        inside = [min(max(box[0], 0.0), width), min(max(box[1], 0.0), height),
-                  min(max(box[2], 0.0), width), min(max(box[3], 0.0), height)]
-        if inside[2] <= inside[0] or inside[3] <= inside[1]:
-            empty += 1
-            continue
-        clipped += inside != box
-        per_image[ann["image_id"]][0].append(inside)
-        per_image[ann["image_id"]][1].append(label_of[ann["category_id"]])
+    annotations = [ann for ann in data["annotations"] if not ann.get("iscrowd", 0)]
+    crowd = len(data["annotations"]) - len(annotations)
+    image_ids = [image["id"] for image in data["images"]]
+    position = {image_id: i for i, image_id in enumerate(image_ids)}
+    sizes = np.array([(image["width"], image["height"]) for image in data["images"]], np.float64)  # [I, 2]
+    which = np.array([position[ann["image_id"]] for ann in annotations], np.int64)  # [N]
+    labels = np.array([label_of[ann["category_id"]] for ann in annotations], np.int64)  # [N]
+    boxes = np.array([ann["bbox"] for ann in annotations], np.float64).reshape(-1, 4)  # [N, 4] xywh
+    boxes[:, 2:] += boxes[:, :2]  # [N, 4] xyxy
+    inside = np.clip(boxes, 0, np.tile(sizes[which], 2))
+    with np.errstate(invalid="ignore"):
+        keep = (inside[:, 2] > inside[:, 0]) & (inside[:, 3] > inside[:, 1]) & np.isfinite(boxes).all(axis=1)
+    clipped = int((keep & (inside != boxes).any(axis=1)).sum())
+    empty = len(annotations) - int(keep.sum())
     if clipped or empty or crowd:
         warnings.warn(f"{ann_file}: clipped {clipped} boxes reaching outside their image; skipped {empty} "
                       f"boxes of zero area (or outside the image) and {crowd} crowd boxes (iscrowd=1)",
                       stacklevel=3)
-    return {image_id: (np.array(boxes, np.float32).reshape(-1, 4), np.array(labels, np.int64))
-            for image_id, (boxes, labels) in per_image.items()}
+    order = np.argsort(which[keep], kind="stable")  # group by image, file order within an image
+    which, labels, inside = which[keep][order], labels[keep][order], inside[keep][order].astype(np.float32)
+    bounds = np.searchsorted(which, np.arange(len(image_ids) + 1))
+    return {image_id: (inside[bounds[i]:bounds[i + 1]], labels[bounds[i]:bounds[i + 1]])
+            for i, image_id in enumerate(image_ids)}
 
 
 class CocoDetection(torch.utils.data.Dataset):
@@ -130,13 +134,17 @@ class CocoDetection(torch.utils.data.Dataset):
     from a generator seeded by ``(seed, epoch, index)``, so a run is reproducible with any number of
     loader workers; call ``set_epoch`` at the start of each epoch.
 
+    ``skip_empty=True`` leaves out images without a usable box, as PaddleDetection's COCODataSet
+    does by default (``allow_empty=False``) for training and evaluation alike; by default they are
+    kept (negatives in training, false positives counted in evaluation).
+
     Attributes: ``coco`` (pycocotools index, for evaluation), ``image_ids`` (sorted),
     ``cat_ids`` (label -> COCO category id), ``class_names`` (label -> name), ``num_classes``.
     """
 
     def __init__(self, image_dir: str | Path, ann_file: str | Path, transform: Callable,
                  num_classes: int | None = None, with_targets: bool = False, stride: int = 4,
-                 max_objs: int = 128, corrected_radius: bool = False, seed: int = 0):
+                 max_objs: int = 128, corrected_radius: bool = False, seed: int = 0, skip_empty: bool = False):
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         self.transform = transform
@@ -152,9 +160,12 @@ class CocoDetection(torch.utils.data.Dataset):
         if self.num_classes < len(categories):
             raise DataError(f"{self.ann_file}: {len(categories)} categories, more than num_classes={num_classes}")
         label_of = {cat_id: label for label, cat_id in enumerate(self.cat_ids)}
-        self._targets = _boxes_per_image(data, label_of, self.ann_file)
+        self._boxes = _boxes_per_image(data, label_of, self.ann_file)
         self.coco = coco_from_dict(data)
-        self.image_ids = sorted(self.coco.imgs)
+        self.image_ids = sorted(image_id for image_id in self.coco.imgs
+                                if not skip_empty or len(self._boxes[image_id][1]))
+        if not self.image_ids:
+            raise DataError(f"{self.ann_file}: no image has a usable box (skip_empty=True)")
 
     def set_epoch(self, epoch: int) -> None:
         """Select the random stream of an epoch (augmentations differ per epoch, reproducibly)."""
@@ -165,6 +176,11 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def image_path(self, index: int) -> Path:
         return self.image_dir / self.coco.imgs[self.image_ids[index]]["file_name"]
+
+    def original_boxes(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The usable boxes of item ``index`` in original-image pixels: (xyxy [N, 4] float32, labels [N])."""
+        boxes, labels = self._boxes[self.image_ids[index]]
+        return boxes.copy(), labels.copy()
 
     def check_files(self) -> None:
         """Raise ``DataError`` naming the missing image files, if any (no decoding)."""
@@ -181,9 +197,9 @@ class CocoDetection(torch.utils.data.Dataset):
         if image.shape[:2] != (int(info["height"]), int(info["width"])):
             warnings.warn(f"{path}: image is {image.shape[1]}x{image.shape[0]} but {self.ann_file.name} says "
                           f"{info['width']}x{info['height']}", stacklevel=2)
-        boxes, labels = self._targets[image_id]
+        boxes, labels = self.original_boxes(index)
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        tensor, boxes, labels, inverse_affine = self.transform(image, boxes.copy(), labels.copy(), rng)
+        tensor, boxes, labels, inverse_affine = self.transform(image, boxes, labels, rng)
         item = {
             "image": torch.as_tensor(tensor, dtype=torch.float32),  # [3, H, W]
             "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),  # input pixels
