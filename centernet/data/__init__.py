@@ -3,7 +3,9 @@
 from .coco import CocoDetection, collate, read_coco_json
 from .errors import DataError, ImageLoadError
 from .images import load_image
+from .synthetic import CLASSES as SYNTHETIC_CLASSES, generate_dataset
 from .transforms import MEAN, STD, EvalTransform, TrainTransform, denormalize, get_affine_transform
 
 __all__ = ["CocoDetection", "collate", "read_coco_json", "DataError", "ImageLoadError", "load_image",
-           "MEAN", "STD", "EvalTransform", "TrainTransform", "denormalize", "get_affine_transform"]
+           "SYNTHETIC_CLASSES", "generate_dataset", "MEAN", "STD", "EvalTransform", "TrainTransform",
+           "denormalize", "get_affine_transform"]

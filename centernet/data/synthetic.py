@@ -20,7 +20,6 @@ Layout written by ``generate_dataset(out_dir)``::
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -257,18 +256,3 @@ def _camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     noise *= np.float32(sigma * math.sqrt(12) / 256)
     image += noise
     return np.clip(image, 0, 255, out=image).astype(np.uint8)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write the synthetic COCO-format shapes data set.")
-    parser.add_argument("out_dir")
-    parser.add_argument("--train", type=int, default=1200)
-    parser.add_argument("--val", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    paths = generate_dataset(args.out_dir, num_train=args.train, num_val=args.val, seed=args.seed)
-    print("\n".join(f"{key}: {path}" for key, path in paths.items()))
-
-
-if __name__ == "__main__":
-    main()
