@@ -162,7 +162,11 @@ class TrainTransform:
     Two deliberate differences from Paddle: a flipped box is mirrored as ``x -> w - x`` (the image
     content's true mirror; Paddle's ``w - x - 1`` puts the box one pixel off its object), and the
     colour jitter blends with the true gray mean (Paddle's saturation step scales its gray image in
-    place, so a later contrast step used a darkened mean).
+    place, so a later contrast step used a darkened mean). An image without boxes is augmented like
+    any other (Paddle's operator returns it untouched; its data set never feeds one).
+
+    After a flip, ``inverse_affine`` maps back to the unflipped original (x -> w - x included), so
+    boxes mapped through it come out with x1 and x2 exchanged.
     """
 
     def __init__(self, input_size: tuple[int, int] = (512, 512), flip_prob: float = 0.5,
