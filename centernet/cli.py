@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config.override("model", name=args.model, pretrained=args.pretrained)
     config.override("data", train_images=args.train_images or train_images, train_ann=args.train_ann or train_ann,
                     val_images=args.val_images or val_images, val_ann=args.val_ann or val_ann,
-                    input_size=args.input_size, workers=args.workers)
+                    input_size=args.input_size, workers=args.workers, eval_keep_res=args.eval_keep_res)
     config.override("train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     device=args.device, eval_interval=args.eval_interval, ema=args.ema or None,
                     amp=args.amp or None)
@@ -120,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-images")
     p.add_argument("--val-ann")
     p.add_argument("--input-size", type=_input_size, help="N or H,W (multiples of 32)")
+    p.add_argument("--eval-keep-res", action=argparse.BooleanOptionalAction, default=None,
+                   help="validate at each image's own resolution (PaddleDetection's default) or, with "
+                        "--no-eval-keep-res, resized to --input-size like training")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)

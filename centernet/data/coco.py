@@ -219,6 +219,16 @@ class CocoDetection(torch.utils.data.Dataset):
         return item
 
 
+def pad_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack [3, H, W] images, zero-padding bottom/right to the largest size (affines stay valid)."""
+    height = max(image.shape[1] for image in images)
+    width = max(image.shape[2] for image in images)
+    batch = images[0].new_zeros((len(images), images[0].shape[0], height, width))  # [B, 3, H, W]
+    for i, image in enumerate(images):
+        batch[i, :, :image.shape[1], :image.shape[2]] = image
+    return batch
+
+
 def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch items of ``CocoDetection``.
 
@@ -227,13 +237,8 @@ def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Targets are stacked (heatmaps padded the same way, ``index`` re-computed for the padded width);
     ``inverse_affine`` is stacked to ``[B, 2, 3]``; boxes, labels and the rest stay lists.
     """
-    height = max(item["image"].shape[1] for item in batch)
-    width = max(item["image"].shape[2] for item in batch)
-    images = batch[0]["image"].new_zeros((len(batch), 3, height, width))  # [B, 3, H, W]
-    for i, item in enumerate(batch):
-        images[i, :, :item["image"].shape[1], :item["image"].shape[2]] = item["image"]
     out: dict[str, Any] = {
-        "image": images,
+        "image": pad_images([item["image"] for item in batch]),  # [B, 3, H, W]
         "input_size": [tuple(item["image"].shape[1:]) for item in batch],
         "inverse_affine": torch.stack([item["inverse_affine"] for item in batch]),
     }

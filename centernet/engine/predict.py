@@ -18,6 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from ..data.coco import pad_images
 from ..data.images import load_image
 from ..data.transforms import EvalTransform
 from ..decode import affine_boxes, decode, flip_merge
@@ -117,17 +118,7 @@ class Detector:
             tensors.append(torch.as_tensor(tensor))
             inverses.append(torch.as_tensor(inverse))
             sizes.append(image.shape[:2])
-        return self.detect_batch(pad_stack(tensors), torch.stack(inverses), sizes)
-
-
-def pad_stack(images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Stack [3, H, W] images, zero-padding bottom/right to the largest size (affines stay valid)."""
-    height = max(image.shape[1] for image in images)
-    width = max(image.shape[2] for image in images)
-    batch = images[0].new_zeros((len(images), images[0].shape[0], height, width))
-    for i, image in enumerate(images):
-        batch[i, :, :image.shape[1], :image.shape[2]] = image
-    return batch
+        return self.detect_batch(pad_images(tensors), torch.stack(inverses), sizes)
 
 
 def list_images(source: str | Path) -> list[Path]:
