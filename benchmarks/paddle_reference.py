@@ -27,6 +27,8 @@ from ppdet.modeling.backbones.resnet import ResNet  # noqa: E402
 from ppdet.modeling.backbones.shufflenet_v2 import ShuffleNetV2  # noqa: E402
 from ppdet.modeling.heads.centernet_head import CenterNetHead  # noqa: E402
 from ppdet.modeling.necks.centernet_fpn import CenterNetDLAFPN  # noqa: E402
+from ppdet.modeling.post_process import CenterNetPostProcess  # noqa: E402
+import paddle.nn.functional as F  # noqa: E402
 
 NUM_CLASSES = 80
 
@@ -126,6 +128,126 @@ def dump_keys(name, out_dir):
     return total == expected
 
 
+def randomize(model, images, seed=0):
+    """Give every parameter a role in the output, so a wrongly mapped weight shows in the maps.
+
+    Paddle initialises DCN offset convs and most biases to zero and the up-sampling deconvs to
+    symmetric bilinear kernels, which would hide mistakes in how we lay those out; BN layers start
+    at identity. Here: offset convs get weights that move the sampling points by about a pixel,
+    biases and deconvs get noise, BN gamma/beta are random, and each BN's running statistics are set
+    from the statistics its input really has on `images` (perturbed), so activations stay O(1)
+    through the whole depth while mean and variance are far from 0 and 1.
+    """
+    rng = np.random.default_rng(seed)
+
+    def assign(param, values):
+        param.set_value(values.astype(param.numpy().dtype))
+
+    norms = [layer for layer in model.sublayers() if isinstance(layer, paddle.nn.layer.norm._BatchNormBase)]
+    norm_params = {id(p) for layer in norms for p in layer.parameters()}
+    for name, param in model.named_parameters():
+        if id(param) in norm_params:
+            continue
+        shape = param.shape
+        if "conv_offset" in name:  # [27, C, 3, 3] and [27]: offsets about +-1 px, masks spread
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            assign(param, rng.normal(0.0, 1.0 / np.sqrt(fan_in) if len(shape) > 1 else 0.5, shape))
+        elif name.endswith("bias"):
+            assign(param, param.numpy() + rng.normal(0.0, 0.1, shape))
+        elif ".up_" in name:  # bilinear deconv kernels [C, 1, k, k] made asymmetric
+            assign(param, param.numpy() + rng.normal(0.0, 0.1, shape))
+        elif name in ("head.heatmap.2.conv.weight", "head.size.2.conv.weight"):
+            assign(param, param.numpy() * 8.0)  # spread scores and box sizes
+    for layer in norms:
+        channels = layer.weight.shape[0]
+        assign(layer.weight, rng.uniform(0.5, 1.5, channels))
+        assign(layer.bias, rng.normal(0.0, 0.2, channels))
+
+    def set_stats(layer, inputs):
+        feature = inputs[0].numpy()  # [B, C, H, W]
+        mean = feature.mean(axis=(0, 2, 3))
+        var = feature.var(axis=(0, 2, 3))
+        channels = mean.shape[0]
+        assign(layer._mean, mean + 0.2 * np.sqrt(var) * rng.normal(0.0, 1.0, channels))
+        assign(layer._variance, var * rng.uniform(0.5, 2.0, channels) + 1e-3)
+
+    hooks = [layer.register_forward_pre_hook(set_stats) for layer in norms]
+    model.eval()
+    with paddle.no_grad():
+        model(paddle.to_tensor(images))
+    for hook in hooks:
+        hook.remove()
+
+
+def fixed_images(shape, seed):
+    """A smooth random image batch (normalised-pixel scale), the same on every machine."""
+    batch, height, width = shape
+    rng = np.random.default_rng(seed)
+    coarse = rng.normal(0.0, 1.0, (batch, 3, height // 8 + 1, width // 8 + 1))
+    images = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3)[:, :, :height, :width]
+    return (images + 0.3 * rng.normal(0.0, 1.0, images.shape)).astype("float32")
+
+
+def paddle_detections(heatmap_logits, size, offset, image_hw):
+    """ppdet's CenterNetPostProcess (max_per_img 100, wh), boxes in input-image pixels.
+
+    Returns [B, 100, 6] rows (class, score, x1, y1, x2, y2); ppdet decodes one image at a time,
+    in float32 (its class column is float32), so float64 maps are rounded to float32 after the
+    sigmoid."""
+    post = CenterNetPostProcess(max_per_img=100, down_ratio=4, regress_ltrb=False)
+    im_shape = paddle.to_tensor([list(image_hw)], dtype="float32")
+    scale_factor = paddle.ones([1, 2], dtype="float32")
+    rows = []
+    for i in range(heatmap_logits.shape[0]):
+        maps = [F.sigmoid(heatmap_logits[i:i + 1]), size[i:i + 1], offset[i:i + 1]]
+        results = post(*[m.astype("float32") for m in maps], im_shape, scale_factor)[0]
+        rows.append(results.numpy())
+    return np.stack(rows)
+
+
+def make_reference(name, out_dir, sizes, seed=0):
+    """Write <name>.pdparams (random, non-trivial float32 weights) and <name>.npz.
+
+    The npz holds, for each input i: image_i [B,3,H,W]; heatmap_i (LOGITS, before the sigmoid
+    that ppdet's head applies), size_i, offset_i [B,2,H/4,W/4] from a float32 run; the same maps
+    from a float64 run of the same weights as heatmap64_i, size64_i, offset64_i (float32 rounding
+    alone moves deep random nets by ~1e-3, so exactness is judged in float64); and detections_i
+    [B,100,6] from ppdet's post-process on the float64 maps (class, score, x1, y1, x2, y2 in
+    input pixels).
+    """
+    model = build(name, seed)
+    inputs = [fixed_images(shape, seed + i) for i, shape in enumerate(sizes)]
+    randomize(model, inputs[0], seed)
+    os.makedirs(out_dir, exist_ok=True)
+    paddle.save(model.state_dict(), os.path.join(out_dir, f"{name}.pdparams"))
+    arrays = {f"image_{i}": images for i, images in enumerate(inputs)}
+    for suffix, dtype in (("", "float32"), ("64", "float64")):
+        model.to(dtype=dtype)
+        with paddle.no_grad():
+            for i, images in enumerate(inputs):
+                outputs = model(paddle.to_tensor(images.astype(dtype)))
+                for key, value in outputs.items():
+                    arrays[f"{key}{suffix}_{i}"] = value.numpy()
+                if dtype == "float64":
+                    arrays[f"detections_{i}"] = paddle_detections(
+                        outputs["heatmap"], outputs["size"], outputs["offset"], images.shape[2:])
+    np.savez(os.path.join(out_dir, f"{name}.npz"), **arrays)
+    for i in range(len(inputs)):
+        logits = arrays[f"heatmap_{i}"]
+        rounding = np.abs(logits - arrays[f"heatmap64_{i}"]).max()
+        print(f"{name} input {i} {list(inputs[i].shape)}: heatmap logits mean {logits.mean():.3f} "
+              f"std {logits.std():.3f}; size std {arrays[f'size_{i}'].std():.3f}; top score "
+              f"{arrays[f'detections_{i}'][0, 0, 1]:.4f}; float32 vs float64 {rounding:.2e}")
+
+
+def parse_size(text):
+    """'2x256x256' -> (2, 256, 256)."""
+    parts = [int(p) for p in text.lower().split("x")]
+    if len(parts) != 3 or min(parts) <= 0:
+        raise argparse.ArgumentTypeError(f"size must be BxHxW, got {text!r}")
+    return tuple(parts)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +256,12 @@ def main(argv=None):
     keys.add_argument("models", nargs="*", default=list(ZOO))
     keys.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "scratch",
                                                     "paddle_keys"))
+    reference = sub.add_parser("reference", help="weights + outputs for equivalence tests")
+    reference.add_argument("model", choices=list(ZOO))
+    reference.add_argument("--out", required=True)
+    reference.add_argument("--sizes", nargs="+", type=parse_size,
+                           default=[(1, 512, 512), (1, 384, 640)], help="BxHxW per input")
+    reference.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     paddle.set_device("cpu")
@@ -141,6 +269,7 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         ok = [dump_keys(name, args.out) for name in args.models]
         return 0 if all(ok) else 1
+    make_reference(args.model, args.out, args.sizes, args.seed)
     return 0
 
 

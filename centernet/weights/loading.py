@@ -1,0 +1,152 @@
+"""``load_weights(model, path)``: PaddleDetection ``.pdparams``, original CenterNet ``.pth`` and our
+own checkpoints, read without running code from the file, mapped to our names, checked, loaded.
+
+The format is told by the file's content, not its name: a zip archive or a legacy torch pickle
+goes through ``torch.load(weights_only=True)``; any other pickle through the restricted
+:func:`read_pdparams`. A file whose keys or shapes do not fit the model raises
+:class:`WeightsMismatchError` listing them, and nothing is loaded: a file of another model never
+half-loads.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .mapping import looks_original, original_key, paddle_key, strip_prefix
+from .pdparams import UnsafeWeightsError, WeightsError, WeightsFormatError, read_pdparams
+
+__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights"]
+
+# The first pickle of a pre-1.6 torch.save file is this magic number (protocol 2, LONG1 of 10 bytes).
+_LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_SHOWN = 12  # keys listed per category in an error message
+
+
+class WeightsMismatchError(WeightsError):
+    """The file's parameters do not fit the model (missing, unexpected or mis-shaped keys)."""
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_weights` did."""
+
+    path: str
+    source: str  # "paddle", "original" or "centernet"
+    loaded: int  # tensors copied into the model
+    missing: list[str] = field(default_factory=list)  # model keys the file lacks (strict=False)
+    unexpected: list[str] = field(default_factory=list)  # file keys the model lacks
+    mismatched: list[str] = field(default_factory=list)  # "key: file [..] vs model [..]"
+
+    def problems(self) -> str:
+        """The missing, unexpected and mis-shaped keys, listed ('' when there are none)."""
+        return "; ".join(f"{len(keys)} {label}: {_listing(keys)}" for label, keys in (
+            ("missing", self.missing), ("unexpected", self.unexpected),
+            ("shape mismatch", self.mismatched)) if keys)
+
+    def __str__(self):
+        problems = self.problems()
+        return (f"{self.path}: loaded {self.loaded} tensors ({self.source} format)"
+                + (f"; {problems}" if problems else ""))
+
+
+def _listing(keys):
+    shown = ", ".join(keys[:_SHOWN])
+    return shown + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+
+
+def _is_torch_file(path: Path) -> bool:
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as handle:
+        head = handle.read(14)
+    return head[:2] == b"\x80\x02" and head[2:4] == b"\x8a\x0a" and head[4:14] == _LEGACY_TORCH_MAGIC
+
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message is long advice; keep its one line that names the refused global
+        found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please use|$)", str(error), re.M)
+        reason = found.group(1) if found else str(error).splitlines()[0]
+        raise UnsafeWeightsError(f"{path}: refused to load: the file holds objects other than "
+                                 f"tensors and plain data ({reason})") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
+        raise WeightsFormatError(f"{path}: not a readable weights file (truncated or corrupt?): "
+                                 f"{error}") from None
+
+
+def read_weights(path) -> tuple[str, dict[str, torch.Tensor]]:
+    """Read a weights file into ``(source, {our key: tensor})``.
+
+    ``source`` is ``"paddle"`` (a ``.pdparams`` dict), ``"original"`` (an original CenterNet
+    checkpoint: ``{"epoch", "state_dict"}``, optional ``module.`` prefix) or ``"centernet"`` (our
+    checkpoint ``{"model", "ema", ...}``, the EMA weights when present, or a plain state dict).
+    Keys are already mapped to our names; entries with no place in a detector are dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {path}")
+    if not _is_torch_file(path):
+        arrays = read_pdparams(path)
+        return "paddle", {paddle_key(k): torch.from_numpy(np.ascontiguousarray(v))
+                          for k, v in arrays.items()}
+
+    state = _torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # original CenterNet: {"epoch", "state_dict"}
+    elif isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state.get("ema") or state["model"]  # ours: prefer the EMA weights
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsFormatError(f"{path}: expected a state dict of tensors (or a checkpoint "
+                                 f"holding one under 'state_dict' / 'model')")
+    if looks_original(state):
+        mapped = {original_key(k): v for k, v in state.items()}
+        return "original", {k: v for k, v in mapped.items() if k is not None}
+    return "centernet", {strip_prefix(k): v for k, v in state.items()}
+
+
+def _linear_weights(model: nn.Module) -> set[str]:
+    return {f"{name}.weight" if name else "weight" for name, module in model.named_modules()
+            if isinstance(module, nn.Linear)}
+
+
+def load_weights(model: nn.Module, path, strict: bool = True) -> LoadReport:
+    """Load a ``.pdparams`` / ``.pth`` / checkpoint file into ``model`` in place.
+
+    With ``strict=True`` every parameter and buffer of the model must come from the file (BatchNorm
+    ``num_batches_tracked`` excepted) and every file entry must fit one, with the same shape;
+    otherwise :class:`WeightsMismatchError` lists the offending keys and the model is untouched.
+    With ``strict=False`` the entries that fit are loaded and the rest reported (fine-tuning with
+    another class count); still an error when nothing fits. Returns a :class:`LoadReport`.
+    """
+    path = Path(path)
+    source, weights = read_weights(path)
+    if source == "paddle":  # Paddle stores Linear weights [in, out]
+        for key in _linear_weights(model) & weights.keys():
+            weights[key] = weights[key].t()
+
+    target = model.state_dict()
+    missing = [k for k in target if k not in weights and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in weights if k not in target]
+    mismatched = [f"{k}: file {list(weights[k].shape)} vs model {list(target[k].shape)}"
+                  for k in weights if k in target and weights[k].shape != target[k].shape]
+    fitting = {k: v for k, v in weights.items() if k in target and v.shape == target[k].shape}
+    report = LoadReport(str(path), source, len(fitting), missing, unexpected, mismatched)
+
+    if (strict and (missing or unexpected or mismatched)) or not fitting:
+        raise WeightsMismatchError(f"{path}: does not fit {type(model).__name__} "
+                                   f"({source} format), nothing loaded: "
+                                   f"{report.problems() or 'no key fits the model'}")
+    with torch.no_grad():
+        for key, value in fitting.items():
+            target[key].copy_(value)
+    return report
