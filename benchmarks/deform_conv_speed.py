@@ -1,6 +1,7 @@
 """CPU speed of the deformable convolution: torchvision's op against our gather path.
 
     .venv/bin/python benchmarks/deform_conv_speed.py --threads 2 --repeat 5 [--backward] [--model]
+        [--no-layers] [--cpu-time]
 
 Times the 16 DCNv2 layers of DLA-34's neck at a 512x512 input (their shapes, with offsets of a
 few pixels), forward (and forward + backward with ``--backward``); with ``--model`` also the
@@ -21,15 +22,16 @@ DLA34_DCN_SHAPES = ([(512, 256, 16), (256, 256, 32)] + 2 * [(256, 128, 32)]
                     + 2 * [(128, 128, 64)] + 4 * [(128, 64, 64)] + 5 * [(64, 64, 128)]
                     + [(256, 64, 32)])
 IMPLEMENTATIONS = ("torchvision", "gather")
+CLOCK = time.perf_counter
 
 
 def median_ms(fn, repeat):
-    fn()  # warm-up
+    fn()  # warm-up (timer: wall clock, or CPU time of this process with --cpu-time)
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = CLOCK()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(CLOCK() - start)
     return 1000 * statistics.median(times)
 
 
@@ -102,7 +104,11 @@ def main():
     parser.add_argument("--backward", action="store_true", help="time forward + backward")
     parser.add_argument("--model", action="store_true", help="also time the whole model")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer timings")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with this process's CPU time (steadier on a busy machine)")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.cpu_time else time.perf_counter
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     if not args.no_layers:

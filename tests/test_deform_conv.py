@@ -170,3 +170,16 @@ def test_auto_uses_the_gather_path_on_cpu_and_torchvision_for_groups(monkeypatch
     assert calls == [1]
     with pytest.raises(ValueError, match="implementation"):
         modulated_deform_conv2d(*_inputs(torch.float32, 1, 1, 1), implementation="cuda")
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gather_path_inference_blocks_cover_every_pixel(monkeypatch, with_bias):
+    """Without autograd the gather path works in blocks of output pixels; 7 does not divide 2x9x8."""
+    monkeypatch.setattr(deform_conv, "INFERENCE_BLOCK_PIXELS", 7)
+    inputs = _inputs(torch.float64, 1, 1, 1)
+    if not with_bias:
+        inputs[4] = None
+    expected = modulated_deform_conv2d(*inputs, padding=1, implementation="torchvision")
+    with torch.no_grad():
+        got = modulated_deform_conv2d(*inputs, padding=1, implementation="gather")
+    torch.testing.assert_close(got, expected)
