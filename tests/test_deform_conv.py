@@ -183,3 +183,24 @@ def test_gather_path_inference_blocks_cover_every_pixel(monkeypatch, with_bias):
     with torch.no_grad():
         got = modulated_deform_conv2d(*inputs, padding=1, implementation="gather")
     torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
+def test_onnx_export_with_dynamic_shapes_matches_pytorch(tmp_path):
+    """torchvision's op has no ONNX form; during export the layer takes the gather path."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    layer = DeformConv2d(8, 4, 3, stride=2).eval()
+    torch.nn.init.normal_(layer.conv_offset.weight, std=0.3)  # offsets of about a pixel
+    path = tmp_path / "dcn.onnx"
+    torch.onnx.export(layer, (torch.randn(2, 8, 12, 10),), str(path), dynamo=False,
+                      opset_version=17, input_names=["x"],
+                      dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}})
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 8, 17, 23)  # another batch size and an odd size
+    got = session.run(None, {"x": x.numpy()})[0]
+    with torch.no_grad():
+        expected = layer(x).numpy()
+    assert got.shape == (1, 4, 9, 12)
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -32,13 +32,15 @@ def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, paddin
         mask: ``[B, k*k, H_out, W_out]`` modulation (already through the sigmoid).
         weight: ``[C_out, C_in / groups, k, k]``; bias ``[C_out]`` or None.
         implementation: ``"torchvision"`` (the reference op), ``"gather"`` (:func:`gather_deform_conv2d`,
-            the same numbers faster on CPU) or ``"auto"``: gather for float CPU tensors without
-            groups, torchvision otherwise.
+            the same numbers faster on CPU, and exportable to ONNX) or ``"auto"``: gather for float
+            CPU tensors without groups and during ONNX export, torchvision otherwise.
     Returns ``[B, C_out, H_out, W_out]``.
     """
     if implementation == "auto":
-        use_gather = (x.device.type == "cpu" and weight.shape[1] == x.shape[1]
-                      and x.dtype in (torch.float32, torch.float64))
+        # torchvision's op has no ONNX export; the gather path exports to standard ONNX ops
+        use_gather = torch.onnx.is_in_onnx_export() or (
+            x.device.type == "cpu" and weight.shape[1] == x.shape[1]
+            and x.dtype in (torch.float32, torch.float64))
         implementation = "gather" if use_gather else "torchvision"
     if implementation == "gather":
         return gather_deform_conv2d(x, offset, mask, weight, bias, stride, padding, dilation)
@@ -67,8 +69,9 @@ def gather_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=0
     in) are computed once per tap, not per channel. With the input laid out channels-last as a
     table of pixel rows, ``F.embedding_bag`` sums the four weighted rows of each tap in one fused
     pass, giving im2col columns ``[pixels, k*k*C_in]``; a matmul with the kernel finishes the
-    convolution. Out-of-image corners point at an appended zero row. Without autograd the work
-    goes in blocks of output pixels so the columns stay in cache. Differentiable in x, offset,
+    convolution. Out-of-image corners point at an appended zero row. Without autograd (and
+    outside tracing / ONNX export, which need one shape-independent graph) the work goes in
+    blocks of output pixels so the columns stay in cache. Differentiable in x, offset,
     mask, weight and bias. Same arguments and result as :func:`modulated_deform_conv2d` (no
     groups); the result is channels-last in memory.
     """
@@ -93,7 +96,7 @@ def gather_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=0
     pixels = batch * out_h * out_w
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (x, offset, mask, weight, bias))
-    if needs_grad:
+    if needs_grad or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
         out = columns(0, pixels) @ kernel
         out = out if bias is None else out + bias  # [B*Ho*Wo, C_out]
     else:
