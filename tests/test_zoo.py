@@ -12,10 +12,12 @@ import hashlib
 import numpy as np
 import pytest
 import torch
+from torchvision.ops import deform_conv2d
 
 from centernet.losses import CenterNetLoss
 from centernet.models import create_model, list_models
 from centernet.models.backbones.mobilenet import SEModule
+from centernet.models.backbones.resnet import ConvNormLayer as ResNetConvNorm
 from centernet.models.backbones.resnet import ResNet
 from centernet.models.backbones.shufflenet import ShuffleNetV2, channel_shuffle
 from centernet.models.necks import CenterNetDLAFPN
@@ -98,6 +100,20 @@ def test_r50_has_dcn_in_last_stage_only():
     assert offsets and all(k.startswith("backbone.res5.") for k in offsets)
     assert state["backbone.res5.res5a.branch2b.conv_offset.weight"].shape == (27, 512, 3, 3)
     assert state["backbone.res5.res5a.branch2b.conv.weight"].shape == (512, 512, 3, 3)
+
+
+def test_r50_dcn_layer_samples_at_predicted_offsets_with_stride():
+    # res5a's 3x3 DCN has stride 2; compare with torchvision's reference op applied by hand
+    torch.manual_seed(0)
+    layer = ResNetConvNorm(8, 16, 3, stride=2, dcn_v2=True).eval()
+    torch.nn.init.normal_(layer.conv_offset.weight, std=0.3)
+    x = torch.randn(2, 8, 9, 11)
+    offset, mask_logits = layer.conv_offset(x).split([18, 9], dim=1)
+    expected = deform_conv2d(x, offset, layer.conv.weight, stride=2, padding=1,
+                             mask=mask_logits.sigmoid())
+    with torch.no_grad():
+        assert torch.allclose(layer(x), layer.norm(expected), atol=1e-4)
+    assert offset.abs().max() > 1  # the test really samples away from the grid
 
 
 def test_r50_batchnorm_affine_frozen_but_statistics_update():

@@ -22,7 +22,8 @@ from collections import OrderedDict
 
 import torch
 from torch import nn
-from torchvision.ops import DeformConv2d as TorchvisionDeformConv2d
+
+from ..deform_conv import modulated_deform_conv2d
 
 __all__ = ["ResNet", "BottleNeck", "ConvNormLayer"]
 
@@ -34,7 +35,9 @@ class ConvNormLayer(nn.Module):
 
     The DCNv2 form predicts ``3 * k * k`` channels with ``conv_offset``: the first ``2 * k * k`` are
     (y, x) offsets per kernel tap (the layout of both Paddle's and torchvision's deformable conv),
-    the last ``k * k`` the mask logits. ``conv_offset`` starts at zero, as in Paddle.
+    the last ``k * k`` the mask logits. ``conv_offset`` starts at zero, as in Paddle. ``conv``
+    then only holds the kernel (``conv.weight``, no bias, as Paddle's ``DeformConv2D`` here) and
+    its geometry; it is applied by :func:`modulated_deform_conv2d` at the predicted positions.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, relu=False,
@@ -48,11 +51,8 @@ class ConvNormLayer(nn.Module):
                                          stride=stride, padding=padding)
             nn.init.zeros_(self.conv_offset.weight)
             nn.init.zeros_(self.conv_offset.bias)
-            self.conv = TorchvisionDeformConv2d(in_channels, out_channels, kernel_size,
-                                                stride=stride, padding=padding, bias=False)
-        else:
-            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
-                                  padding=padding, bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
+                              padding=padding, bias=False)
         nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")  # Paddle's default conv init
         self.norm = nn.BatchNorm2d(out_channels)
         if freeze_norm:
@@ -64,7 +64,8 @@ class ConvNormLayer(nn.Module):
             offset_mask = self.conv_offset(x)  # [B, 3*k*k, H_out, W_out]
             taps = offset_mask.shape[1] // 3
             offset, mask = offset_mask.split([2 * taps, taps], dim=1)
-            x = self.conv(x, offset, torch.sigmoid(mask))
+            x = modulated_deform_conv2d(x, offset, torch.sigmoid(mask), self.conv.weight,
+                                        stride=self.conv.stride, padding=self.conv.padding)
         else:
             x = self.conv(x)
         x = self.norm(x)
