@@ -8,12 +8,14 @@ parameters; PyTorch keeps them as buffers, so the whole-model figure compared wi
 """
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
+from centernet.config import load_config
 from centernet.losses import CenterNetLoss
 from centernet.models import create_model, list_models
 from centernet.models.backbones.mobilenet import SEModule
@@ -76,6 +78,18 @@ def _paddle_style_listing(model):
 
 def test_rows_are_registered():
     assert set(ROWS) <= set(list_models())
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_config_file_names_the_row_with_paddles_recipe(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}_140e_coco.yml"
+    config = load_config(path)
+    assert config.model.name == name and config.model.num_classes == 80
+    assert config.data.input_size == (512, 512)
+    train = config.train
+    assert (train.epochs, train.lr, train.milestones, train.gamma) == (140, 5e-4, (90, 120), 0.1)
+    assert (train.ema, train.ema_decay, train.sync_bn) == (True, 0.9998, True)
+    assert train.batch_size == (16 if name == "centernet_r50" else 32)
 
 
 @pytest.mark.parametrize("name", ROWS)
