@@ -209,7 +209,7 @@ class _DeformKernel(nn.Module):
                              f"{out_channels} must be divisible by groups {groups}")
         self.weight = nn.Parameter(
             torch.empty(out_channels, in_channels // groups, kernel_size, kernel_size))
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.register_parameter("bias", nn.Parameter(torch.zeros(out_channels)) if bias else None)
         # Paddle's default conv init: normal with std sqrt(2 / fan_in); owners may re-initialise.
         fan_in = in_channels // groups * kernel_size * kernel_size
         nn.init.normal_(self.weight, std=math.sqrt(2.0 / fan_in))
