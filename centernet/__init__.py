@@ -1,4 +1,15 @@
-"""CenterNet (Objects as Points) in PyTorch."""
+"""CenterNet (Objects as Points) in PyTorch: PaddleDetection's model zoo, training, evaluation,
+prediction and export.
+
+    import centernet
+    model = centernet.create_model("centernet_dla34", weights="centernet_dla34_140e_coco.pdparams")
+    detections = centernet.Detector(model, score_threshold=0.3)("street.jpg")
+"""
 
 __version__ = "0.1.0"
-from .weights import load_weights  # noqa: E402,F401
+
+from .engine.predict import Detector  # noqa: E402
+from .models import create_model, list_models  # noqa: E402
+from .weights import load_weights  # noqa: E402
+
+__all__ = ["Detector", "create_model", "list_models", "load_weights", "__version__"]

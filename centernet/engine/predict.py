@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..data.coco import pad_images
+from ..data.coco_classes import COCO_CLASSES
 from ..data.images import load_image
 from ..data.transforms import EvalTransform
 from ..decode import affine_boxes, decode, flip_merge
@@ -36,7 +37,11 @@ class Detector:
     """Turns images of any size into torchvision-style detections.
 
     Each result is a dict with ``boxes`` [N, 4] xyxy in original-image pixels, ``scores`` [N] and
-    ``labels`` [N] (contiguous class indices; ``class_names[label]`` names them).
+    ``labels`` [N] (contiguous class indices; ``class_names[label]`` names them; an 80-class model
+    without names gets COCO's).
+
+        model = centernet.create_model("centernet_dla34", weights="centernet_dla34_140e_coco.pdparams")
+        detections = centernet.Detector(model, score_threshold=0.3)("street.jpg")
     """
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str] | None = None,
@@ -46,7 +51,9 @@ class Detector:
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         num_classes = model.num_classes
-        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if class_names is None:
+            class_names = COCO_CLASSES if num_classes == len(COCO_CLASSES) else [str(i) for i in range(num_classes)]
+        self.class_names = list(class_names)
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a model of {num_classes} classes")
         self.transform = EvalTransform(input_size=tuple(input_size), keep_res=keep_res)

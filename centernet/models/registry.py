@@ -14,12 +14,19 @@ def register_model(builder):
     return builder
 
 
-def create_model(name, num_classes=80, **kwargs):
+def create_model(name, num_classes=80, weights=None, **kwargs):
     """Build the registered model ``name`` with ``num_classes`` classes (extra kwargs go to its
-    builder). Unknown names raise ``ValueError`` listing the known ones."""
+    builder). ``weights``: a PaddleDetection ``.pdparams``, an original CenterNet ``.pth`` or one of
+    our checkpoints, loaded strictly (see ``centernet.load_weights``). Unknown names raise
+    ``ValueError`` listing the known ones."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _MODELS[name](num_classes=num_classes, **kwargs)
+    model = _MODELS[name](num_classes=num_classes, **kwargs)
+    if weights is not None:
+        from ..weights import load_weights
+
+        load_weights(model, weights)
+    return model
 
 
 def list_models():
