@@ -33,7 +33,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = load_config(args.config) if args.config else Config()
     train_images, train_ann = _data_split(args.data, "train")
     val_images, val_ann = _data_split(args.data, "val")
-    config.override("model", name=args.model, pretrained=args.pretrained)
+    config.override("model", name=args.model, pretrained=args.pretrained, head_planes=args.head_planes)
     config.override("data", train_images=args.train_images or train_images, train_ann=args.train_ann or train_ann,
                     val_images=args.val_images or val_images, val_ann=args.val_ann or val_ann,
                     input_size=args.input_size, workers=args.workers, eval_keep_res=args.eval_keep_res)
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a model on a COCO-format data set")
     p.add_argument("--config", help="YAML config (configs/*.yml); flags override it")
     p.add_argument("--model", help="model name (see `centernet models`)")
+    p.add_argument("--head-planes", type=int,
+                   help="channels of the head's 3x3 convs (default: the zoo row's 256)")
     p.add_argument("--data", help="folder with train/ and val/, each images/ + annotations.json")
     p.add_argument("--train-images")
     p.add_argument("--train-ann")

@@ -18,6 +18,7 @@ import yaml
 class ModelConfig:
     name: str = "centernet_dla34"
     num_classes: int | None = None  # None: taken from the training data's categories
+    head_planes: int | None = None  # None: the zoo row's (256); 64 is the original CenterNet's ResNet head
     pretrained: str | None = None  # full-model weights (.pdparams, .pth or our checkpoint)
     pretrained_backbone: str | None = None  # ImageNet backbone weights
 
@@ -67,6 +68,13 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """What ``create_model`` takes besides the name (for the trainer and checkpoint loading)."""
+        kwargs = {"num_classes": self.model.num_classes}
+        if self.model.head_planes is not None:
+            kwargs["head_planes"] = self.model.head_planes
+        return kwargs
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "<dict>") -> "Config":

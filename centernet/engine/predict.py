@@ -71,7 +71,7 @@ class Detector:
         state = load_checkpoint(path)
         config = Config.from_dict(state["config"], source=str(path))
         class_names = state.get("class_names")
-        model = create_model(config.model.name, num_classes=config.model.num_classes)
+        model = create_model(config.model.name, **config.model_kwargs())
         weights = state.get("ema") or state["model"]
         model.load_state_dict(weights)
         kwargs.setdefault("input_size", config.data.input_size)

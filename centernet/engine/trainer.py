@@ -113,7 +113,7 @@ class Trainer:
         elif config.model.num_classes != len(self.train_set.class_names):
             raise ValueError(f"model.num_classes is {config.model.num_classes} but {config.data.train_ann} "
                              f"has {len(self.train_set.class_names)} categories")
-        self.model = create_model(config.model.name, num_classes=config.model.num_classes)
+        self.model = create_model(config.model.name, **config.model_kwargs())
         if config.model.pretrained:
             from ..weights import load_weights
             load_weights(self.model, config.model.pretrained)
