@@ -84,7 +84,8 @@ def plot_metrics(csv_path: str | Path, out_dir: str | Path) -> list[Path]:
     axis.set_ylabel("COCO metric (val)")
     axis.set_ylim(0, 1)
     axis.grid(alpha=0.3)
-    axis.legend()
+    if axis.get_lines():
+        axis.legend()
     figure.tight_layout()
     figure.savefig(out_dir / "map.png", dpi=90)
     plt.close(figure)
