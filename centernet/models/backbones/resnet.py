@@ -33,6 +33,10 @@ BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 class ConvNormLayer(nn.Module):
     """Conv (or DCNv2) + BatchNorm + optional ReLU, named as Paddle's ResNet ``ConvNormLayer``.
 
+    It differs from :class:`centernet.models.layers.ConvNormLayer` (the neck's) as Paddle's two
+    classes do: the offset conv sits beside the kernel (``conv_offset``, ``conv``) instead of
+    inside a ``DeformableConvV2`` (``conv.conv_offset``, ``conv.conv_dcn``), and there is no bias.
+
     The DCNv2 form predicts ``3 * k * k`` channels with ``conv_offset``: the first ``2 * k * k`` are
     (y, x) offsets per kernel tap (the layout of both Paddle's and torchvision's deformable conv),
     the last ``k * k`` the mask logits. ``conv_offset`` starts at zero, as in Paddle. ``conv``
