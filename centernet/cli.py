@@ -1,4 +1,4 @@
-"""`centernet train | eval | predict | synth | models`: a thin layer over the Python API."""
+"""`centernet train | eval | predict | convert-data | synth | models`: a thin layer over the Python API."""
 
 from __future__ import annotations
 
@@ -18,11 +18,18 @@ def _input_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def _data_split(data_dir: str | None, split: str) -> tuple[str | None, str | None]:
-    """``DIR/<split>/images`` and ``DIR/<split>/annotations.json`` (the layout `centernet synth` writes)."""
+def _data_split(data_dir: str | None, split: str, convert_dir: Path | None = None) -> tuple[str | None, str | None]:
+    """``DIR/<split>/images`` and ``DIR/<split>/annotations.json`` (the layout `centernet synth` writes);
+    with ``convert_dir``, a VOC or YOLO folder's split converted to COCO json there."""
     if not data_dir:
         return None, None
     root = Path(data_dir) / split
+    if convert_dir is not None and not (root / "annotations.json").is_file():
+        from .data.convert import coco_split
+
+        converted = coco_split(data_dir, split, convert_dir)
+        if converted:
+            return converted
     return str(root / "images"), str(root / "annotations.json")
 
 
@@ -31,16 +38,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.trainer import train
 
     config = load_config(args.config) if args.config else Config()
-    train_images, train_ann = _data_split(args.data, "train")
-    val_images, val_ann = _data_split(args.data, "val")
     config.override("model", name=args.model, pretrained=args.pretrained, head_planes=args.head_planes)
+    run_dir = args.run_dir or str(Path("runs") / config.model.name)
+    train_images, train_ann = _data_split(args.data, "train", Path(run_dir) / "data")
+    val_images, val_ann = _data_split(args.data, "val", Path(run_dir) / "data")
     config.override("data", train_images=args.train_images or train_images, train_ann=args.train_ann or train_ann,
                     val_images=args.val_images or val_images, val_ann=args.val_ann or val_ann,
                     input_size=args.input_size, workers=args.workers, eval_keep_res=args.eval_keep_res)
     config.override("train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     device=args.device, eval_interval=args.eval_interval, ema=args.ema or None,
                     amp=args.amp or None)
-    run_dir = args.run_dir or str(Path("runs") / config.model.name)
     summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
     print(f"run folder: {summary['run_dir']} (best.pt, last.pt, metrics.csv, losses.png, map.png)")
     print(f"best val AP: {100 * summary['best_ap']:.2f}")
@@ -87,6 +94,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert_data(args: argparse.Namespace) -> int:
+    from .data.convert import convert_to_coco
+
+    image_dir = convert_to_coco(args.source, args.out, format=args.format, split=args.split, class_names=args.names)
+    print(f"COCO annotations: {args.out} (file names relative to {image_dir})")
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import generate_dataset
 
@@ -116,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name (see `centernet models`)")
     p.add_argument("--head-planes", type=int,
                    help="channels of the head's 3x3 convs (default: the zoo row's 256)")
-    p.add_argument("--data", help="folder with train/ and val/, each images/ + annotations.json")
+    p.add_argument("--data", help="folder with train/ and val/, each images/ + annotations.json; or a VOC folder "
+                                  "(ImageSets/Main/train.txt, val.txt) or a YOLO folder (images/train, images/val)")
     p.add_argument("--train-images")
     p.add_argument("--train-ann")
     p.add_argument("--val-images")
@@ -163,6 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device")
     p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser("convert-data", help="write a Pascal VOC XML or YOLO txt folder as COCO json")
+    p.add_argument("source", help="VOC folder (Annotations/, JPEGImages/) or YOLO folder (images/, labels/)")
+    p.add_argument("--format", choices=("voc", "yolo"), help="default: detected from the folders")
+    p.add_argument("--split", help="VOC: ImageSets/Main/<split>.txt; YOLO: images/<split>/ (default: all)")
+    p.add_argument("--names", help="class names file, one per line (default: labels.txt / classes.txt / data.yaml)")
+    p.add_argument("--out", required=True, help="COCO json to write")
+    p.set_defaults(func=cmd_convert_data)
 
     p = commands.add_parser("synth", help="generate the synthetic COCO-format data set")
     p.add_argument("--out", required=True, help="output folder")
