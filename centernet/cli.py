@@ -1,4 +1,4 @@
-"""`centernet train | eval | predict | convert-data | synth | models`: a thin layer over the Python API."""
+"""`centernet train | check-data | eval | predict | convert-data | synth | models`: a thin layer over the Python API."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def _input_size(text: str) -> tuple[int, int]:
     if len(parts) != 2 or min(parts) <= 0 or any(p % 32 for p in parts):
         raise argparse.ArgumentTypeError(f"input size {text!r}: give N or H,W, multiples of 32 (e.g. 512 or 384,640)")
     return parts[0], parts[1]
+
+
+_AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 
 def _data_split(data_dir: str | None, split: str, convert_dir: Path | None = None) -> tuple[str | None, str | None]:
@@ -44,14 +47,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     val_images, val_ann = _data_split(args.data, "val", Path(run_dir) / "data")
     config.override("data", train_images=args.train_images or train_images, train_ann=args.train_ann or train_ann,
                     val_images=args.val_images or val_images, val_ann=args.val_ann or val_ann,
-                    input_size=args.input_size, workers=args.workers, eval_keep_res=args.eval_keep_res)
+                    input_size=args.input_size, workers=args.workers, eval_keep_res=args.eval_keep_res,
+                    check=args.check_data, skip_bad=args.skip_bad_data or None)
     config.override("train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     device=args.device, eval_interval=args.eval_interval, ema=args.ema or None,
-                    amp=args.amp or None)
+                    amp=bool(args.amp) or None, amp_dtype=_AMP_DTYPES.get(args.amp), grad_clip=args.grad_clip,
+                    accumulate=args.accumulate, sync_bn=args.sync_bn, checkpoint_interval=args.checkpoint_interval)
     summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
     print(f"run folder: {summary['run_dir']} (best.pt, last.pt, metrics.csv, losses.png, map.png)")
     print(f"best val AP: {100 * summary['best_ap']:.2f}")
     return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from .data.check import check_split, find_splits
+
+    failed = False
+    for image_dir, ann_file in find_splits(args.data, args.images):
+        report = check_split(image_dir, ann_file, workers=args.workers)
+        for issue in report.issues:
+            if issue.level != "info" or args.verbose:
+                print(issue)
+        infos = len(report.of_level("info"))
+        if infos and not args.verbose:
+            print(f"info    {ann_file}: {infos} images without annotations (--verbose lists them)")
+        print(report.summary())
+        failed |= not report.ok
+    return 1 if failed else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -148,13 +170,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-interval", type=int, help="epochs between validations (0: only at the end)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (used for eval and best.pt)")
-    p.add_argument("--amp", action="store_true", help="bfloat16 autocast")
+    p.add_argument("--amp", nargs="?", const="bf16", choices=sorted(_AMP_DTYPES),
+                   help="mixed precision: bf16 (default) or fp16 autocast (fp16 with a gradient scaler)")
+    p.add_argument("--grad-clip", type=float, help="clip the gradients' global norm to this value")
+    p.add_argument("--accumulate", type=int, help="micro-batches of --batch-size per optimizer step")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="synchronise BatchNorm statistics across torchrun processes")
+    p.add_argument("--checkpoint-interval", type=int,
+                   help="also save last.pt every N optimizer steps (0: at epoch ends only)")
+    p.add_argument("--check-data", action=argparse.BooleanOptionalAction, default=None,
+                   help="check annotations and decode every image before training (default on)")
+    p.add_argument("--skip-bad-data", action="store_true",
+                   help="leave out images and boxes with data errors (counted) instead of stopping")
     p.add_argument("--pretrained", help="initial weights (.pdparams, .pth or a centernet checkpoint)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--run-dir", help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("check-data", help="check a COCO-format data set: every problem, with file and id")
+    p.add_argument("data", help="annotation .json, a split folder (images/ + annotations.json) or a folder of splits")
+    p.add_argument("--images", help="image folder of an annotation .json (default: images/ beside it)")
+    p.add_argument("--workers", type=int, default=4, help="threads decoding images")
+    p.add_argument("--verbose", action="store_true", help="also list each image without annotations")
+    p.set_defaults(func=cmd_check_data)
 
     p = commands.add_parser("eval", help="COCO mAP of a checkpoint on a COCO-format split")
     p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")

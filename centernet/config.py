@@ -33,12 +33,14 @@ class DataConfig:
     eval_keep_res: bool = True  # evaluate at the image's own resolution (padded), as PaddleDetection
     workers: int = 2
     corrected_radius: bool = False  # True: CornerNet's radius without the original's quirk
+    check: bool = True  # before training, check annotations and decode every image (centernet check-data)
+    skip_bad: bool = False  # leave out the images and boxes with data errors instead of stopping
 
 
 @dataclass
 class TrainConfig:
     epochs: int = 140
-    batch_size: int = 16
+    batch_size: int = 16  # per process (per GPU), as PaddleDetection's configs give it
     lr: float = 2.5e-4  # Adam, PaddleDetection's base_lr for batch 16
     milestones: tuple[int, ...] = (90, 120)  # lr x gamma at these epochs of a `schedule_epochs` run
     schedule_epochs: int = 140  # the milestones scale with epochs / schedule_epochs
@@ -46,9 +48,12 @@ class TrainConfig:
     weight_decay: float = 0.0
     ema: bool = False
     ema_decay: float = 0.9998
-    sync_bn: bool = False
-    amp: bool = False
-    grad_clip: float | None = None
+    sync_bn: bool = False  # synchronise BatchNorm statistics across processes (torchrun)
+    amp: bool = False  # autocast the forward pass to amp_dtype
+    amp_dtype: str = "bfloat16"  # or "float16" (with a gradient scaler)
+    grad_clip: float | None = None  # max global gradient norm
+    accumulate: int = 1  # micro-batches of batch_size per optimizer step (per process)
+    checkpoint_interval: int = 0  # optimizer steps between mid-epoch last.pt saves (0: epoch ends only)
     seed: int = 0
     eval_interval: int = 1  # epochs between validations (0: only at the end)
     flip_test: bool = False

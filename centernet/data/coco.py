@@ -46,6 +46,11 @@ def read_coco_json(ann_file: str | Path) -> dict:
     except json.JSONDecodeError as error:
         raise DataError(f"{ann_file}: invalid JSON: {error.msg} at line {error.lineno} "
                         f"column {error.colno}") from None
+    return check_coco_dict(data, ann_file)
+
+
+def check_coco_dict(data: Any, ann_file: str | Path) -> dict:
+    """The checks of :func:`read_coco_json` on an already parsed dict (``ann_file`` names it)."""
     if not isinstance(data, dict):
         raise DataError(f"{ann_file}: expected a JSON object with images, annotations and categories")
     for section, keys in _REQUIRED_KEYS.items():
@@ -134,6 +139,8 @@ class CocoDetection(torch.utils.data.Dataset):
     from a generator seeded by ``(seed, epoch, index)``, so a run is reproducible with any number of
     loader workers; call ``set_epoch`` at the start of each epoch.
 
+    ``annotations``: the already parsed (e.g. cleaned by ``data.check``) content of ``ann_file``.
+
     ``skip_empty=True`` leaves out images without a usable box, as PaddleDetection's COCODataSet
     does by default (``allow_empty=False``) for training and evaluation alike; by default they are
     kept (negatives in training, false positives counted in evaluation).
@@ -144,7 +151,8 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def __init__(self, image_dir: str | Path, ann_file: str | Path, transform: Callable,
                  num_classes: int | None = None, with_targets: bool = False, stride: int = 4,
-                 max_objs: int = 128, corrected_radius: bool = False, seed: int = 0, skip_empty: bool = False):
+                 max_objs: int = 128, corrected_radius: bool = False, seed: int = 0, skip_empty: bool = False,
+                 annotations: dict | None = None):
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         self.transform = transform
@@ -152,7 +160,7 @@ class CocoDetection(torch.utils.data.Dataset):
         self.stride, self.max_objs, self.corrected_radius = stride, max_objs, corrected_radius
         self.seed, self.epoch = seed, 0
 
-        data = read_coco_json(self.ann_file)
+        data = read_coco_json(self.ann_file) if annotations is None else check_coco_dict(annotations, self.ann_file)
         categories = sorted(data["categories"], key=lambda category: category["id"])
         self.cat_ids = [category["id"] for category in categories]
         self.class_names = [str(category["name"]) for category in categories]

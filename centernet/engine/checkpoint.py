@@ -60,14 +60,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, numpy and torch RNG states as tensors and primitives (weights_only-loadable)."""
+    """Python, numpy, torch (and CUDA) RNG states as tensors and primitives (weights_only-loadable)."""
     py_version, py_state, py_gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    return {
+    state = {
         "python": [py_version, list(py_state), py_gauss],
         "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), np_pos, np_has_gauss, np_gauss],
         "torch": torch.get_rng_state(),
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -76,3 +79,5 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
     np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
     torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
