@@ -104,11 +104,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.predict import Detector, predict
+    from .engine.video import is_video, video_predictions
 
     detector = Detector.from_checkpoint(args.weights, device=args.device, flip=args.flip,
                                         score_threshold=args.score_threshold,
                                         **({"input_size": args.input_size} if args.input_size else {}))
     out_dir = Path(args.out or Path(args.weights).parent / "predictions")
+    if args.camera is not None or (args.source and is_video(args.source)):
+        source = args.camera if args.camera is not None else args.source
+        video, records = video_predictions(detector, source, out_dir, batch_size=args.batch_size,
+                                           progress=not args.quiet)
+        total = sum(len(r["detections"]) for r in records)
+        print(f"{len(records)} frame(s), {total} detection(s) above {args.score_threshold}: "
+              f"{video} and {video.with_suffix('.json')}")
+        return 0
+    if not args.source:
+        raise ValueError("give an image, a folder or a video to predict on, or --camera N")
     records = predict(detector, args.source, out_dir, batch_size=args.batch_size)
     total = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} image(s), {total} detection(s) above {args.score_threshold}: "
@@ -209,8 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: eval/ beside the weights)")
     p.set_defaults(func=cmd_eval)
 
-    p = commands.add_parser("predict", help="detect objects in an image or a folder and draw them")
-    p.add_argument("source", help="image file or folder")
+    p = commands.add_parser("predict", help="detect objects in images, a folder, a video or a camera and draw them")
+    p.add_argument("source", nargs="?", help="image file, folder or video (.mp4, .avi, .mov, .mkv)")
+    p.add_argument("--camera", type=int, metavar="N", help="read camera N (0: the first) until Ctrl-C")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")
     p.add_argument("--out", help="output folder (default: predictions/ beside the weights)")
     p.add_argument("--score-threshold", type=float, default=0.3)

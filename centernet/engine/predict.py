@@ -141,6 +141,13 @@ def list_images(source: str | Path) -> list[Path]:
     return [source]
 
 
+def detection_records(result: dict[str, torch.Tensor], class_names: Sequence[str]) -> list[dict]:
+    """One image's detections as JSON-ready dicts: ``box`` (xyxy), ``score``, ``label``, ``class``."""
+    return [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
+             "label": int(label), "class": class_names[int(label)]}
+            for box, score, label in zip(result["boxes"], result["scores"], result["labels"])]
+
+
 def predict(detector: Detector, source: str | Path, out_dir: str | Path, batch_size: int = 8,
             draw: bool = True) -> list[dict]:
     """Run on an image or a folder; save drawn images and ``predictions.json`` in ``out_dir``."""
@@ -156,10 +163,7 @@ def predict(detector: Detector, source: str | Path, out_dir: str | Path, batch_s
         chunk = files[start:start + batch_size]
         images = [load_image(path) for path in chunk]
         for path, image, result in zip(chunk, images, detector.detect_images(images)):
-            detections = [{"box": [round(float(v), 2) for v in box], "score": round(float(score), 4),
-                           "label": int(label), "class": detector.class_names[int(label)]}
-                          for box, score, label in zip(result["boxes"], result["scores"], result["labels"])]
-            records.append({"file": str(path), "detections": detections})
+            records.append({"file": str(path), "detections": detection_records(result, detector.class_names)})
             if draw:
                 drawn = draw_detections(image, result["boxes"].numpy(), result["scores"].numpy(),
                                         result["labels"].numpy(), detector.class_names)
