@@ -106,9 +106,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .engine.predict import Detector, predict
     from .engine.video import is_video, video_predictions
 
-    detector = Detector.from_checkpoint(args.weights, device=args.device, flip=args.flip,
-                                        score_threshold=args.score_threshold,
-                                        **({"input_size": args.input_size} if args.input_size else {}))
+    size = {"input_size": args.input_size} if args.input_size else {}
+    if args.backend == "onnx":
+        from .export import OnnxDetector
+
+        if args.flip:
+            raise ValueError("--flip: the exported graph has no flip test; use --backend torch")
+        detector = OnnxDetector(args.weights, score_threshold=args.score_threshold, **size)
+    else:
+        detector = Detector.from_checkpoint(args.weights, device=args.device, flip=args.flip,
+                                            score_threshold=args.score_threshold, **size)
     out_dir = Path(args.out or Path(args.weights).parent / "predictions")
     if args.camera is not None or (args.source and is_video(args.source)):
         source = args.camera if args.camera is not None else args.source
@@ -124,6 +131,32 @@ def cmd_predict(args: argparse.Namespace) -> int:
     total = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} image(s), {total} detection(s) above {args.score_threshold}: "
           f"drawn images and predictions.json in {out_dir}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    class_names = None
+    if args.model:
+        from .models import create_model
+
+        model = create_model(args.model, num_classes=args.num_classes, weights=args.weights)
+    elif args.weights:
+        from .engine.predict import Detector
+
+        detector = Detector.from_checkpoint(args.weights, device="cpu")
+        model, class_names = detector.model, detector.class_names
+        args.model = Path(args.weights).stem
+    else:
+        raise ValueError("give --model NAME (with optional --weights) or --weights CHECKPOINT")
+    out = Path(args.out or f"{args.model}.onnx")
+    export_onnx(model, out, input_size=args.input_size, dynamic_size=args.dynamic,
+                max_detections=args.max_detections, class_names=class_names, model_name=args.model,
+                deform_conv=args.deform_conv, opset_version=args.opset)
+    size = "any HxW (multiples of 32)" if args.dynamic else "x".join(map(str, args.input_size))
+    print(f"{out}: images [B, 3, {size}] -> boxes [B, {args.max_detections}, 4] (input pixels), "
+          f"scores, labels; checked with onnx.checker")
     return 0
 
 
@@ -231,7 +264,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=_input_size)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: --weights is a file from `centernet export`, run by onnxruntime")
     p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser("export", help="ONNX graph with the decode inside: images -> boxes, scores, labels")
+    p.add_argument("--model", help="model name (see `centernet models`); or leave out and give a checkpoint")
+    p.add_argument("--weights", help=".pdparams, original CenterNet .pth, or a checkpoint (best.pt)")
+    p.add_argument("--num-classes", type=int, default=80, help="with --model")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--input-size", type=_input_size, default=(512, 512), help="N or H,W (multiples of 32)")
+    p.add_argument("--dynamic", action="store_true", help="any height and width (the batch is always dynamic)")
+    p.add_argument("--max-detections", type=int, default=100, help="K, detections per image")
+    p.add_argument("--deform-conv", choices=["onnx", "gather"], default="onnx",
+                   help="DCNv2 as ONNX DeformConv (opset 19) or as an exact Gather+MatMul decomposition")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: 19 with DeformConv, 17 with gather)")
+    p.add_argument("--out", help="output file (default <model>.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("convert-data", help="write a Pascal VOC XML or YOLO txt folder as COCO json")
     p.add_argument("source", help="VOC folder (Annotations/, JPEGImages/) or YOLO folder (images/, labels/)")

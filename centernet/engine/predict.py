@@ -50,16 +50,18 @@ class Detector:
                  device: str | torch.device | None = "auto"):
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
-        num_classes = model.num_classes
+        self._set_classes(class_names, model.num_classes)
+        self.transform = EvalTransform(input_size=tuple(input_size), keep_res=keep_res)
+        self.flip = flip
+        self.max_detections = max_detections
+        self.score_threshold = score_threshold
+
+    def _set_classes(self, class_names: Sequence[str] | None, num_classes: int) -> None:
         if class_names is None:
             class_names = COCO_CLASSES if num_classes == len(COCO_CLASSES) else [str(i) for i in range(num_classes)]
         self.class_names = list(class_names)
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for a model of {num_classes} classes")
-        self.transform = EvalTransform(input_size=tuple(input_size), keep_res=keep_res)
-        self.flip = flip
-        self.max_detections = max_detections
-        self.score_threshold = score_threshold
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs) -> "Detector":
@@ -82,6 +84,22 @@ class Detector:
     def detect_batch(self, images: torch.Tensor, inverse_affines: torch.Tensor,
                      orig_sizes: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
         """Detections for a normalised batch ``images [B, 3, H, W]`` (see the module docstring)."""
+        boxes, scores, labels = self.raw_detections(images)  # top-K, boxes in input pixels
+        boxes = affine_boxes(boxes, inverse_affines.to(boxes))  # original-image pixels
+        results = []
+        for i, (height, width) in enumerate(orig_sizes):
+            keep = scores[i] > self.score_threshold
+            image_boxes = boxes[i][keep]
+            image_boxes[:, 0::2] = image_boxes[:, 0::2].clamp(0, width)
+            image_boxes[:, 1::2] = image_boxes[:, 1::2].clamp(0, height)
+            results.append({"boxes": image_boxes.cpu(), "scores": scores[i][keep].cpu(),
+                            "labels": labels[i][keep].cpu()})
+        return results
+
+    def raw_detections(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top-K ``boxes [B, K, 4]`` in INPUT pixels, ``scores [B, K]``, ``labels [B, K]`` of a
+        normalised batch, before the inverse affine and the score threshold (``OnnxDetector``
+        overrides this with its exported graph)."""
         images = images.to(self.device)
         batch = images.shape[0]
         if self.flip:
@@ -93,16 +111,7 @@ class Detector:
         boxes, scores, labels = decode(outputs["heatmap"], outputs["wh"], outputs["offset"],
                                        k=self.max_detections)  # [B, K, 4] on the output map
         stride = images.shape[-1] / outputs["heatmap"].shape[-1]
-        boxes = affine_boxes(boxes * stride, inverse_affines.to(boxes))  # original-image pixels
-        results = []
-        for i, (height, width) in enumerate(orig_sizes):
-            keep = scores[i] > self.score_threshold
-            image_boxes = boxes[i][keep]
-            image_boxes[:, 0::2] = image_boxes[:, 0::2].clamp(0, width)
-            image_boxes[:, 1::2] = image_boxes[:, 1::2].clamp(0, height)
-            results.append({"boxes": image_boxes.cpu(), "scores": scores[i][keep].cpu(),
-                            "labels": labels[i][keep].cpu()})
-        return results
+        return boxes * stride, scores, labels
 
     def __call__(self, images: str | Path | np.ndarray | Iterable[str | Path | np.ndarray],
                  batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
