@@ -199,7 +199,9 @@ class Trainer:
         self.model = create_model(config.model.name, **config.model_kwargs())
         if config.model.pretrained:
             from ..weights import load_weights
-            load_weights(self.model, config.model.pretrained)
+            report = load_weights(self.model, config.model.pretrained, num_classes_mismatch="reinit")
+            if report.reinitialized and self.process.is_main:
+                print(report)  # fine-tuning to another class count: say what was re-initialised
         if train.sync_bn and self.process.distributed:
             self.model = distributed.convert_sync_batchnorm(self.model)
         self.model.to(self.device)

@@ -10,6 +10,7 @@ half-loads.
 
 from __future__ import annotations
 
+import math
 import pickle
 import re
 import zipfile
@@ -28,6 +29,7 @@ __all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights"]
 # The first pickle of a pre-1.6 torch.save file is this magic number (protocol 2, LONG1 of 10 bytes).
 _LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 _SHOWN = 12  # keys listed per category in an error message
+PRIOR_BIAS = -2.19  # the heatmap's initial bias (CenterNetHead's prior_bias)
 
 
 class WeightsMismatchError(WeightsError):
@@ -44,6 +46,9 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # model keys the file lacks (strict=False)
     unexpected: list[str] = field(default_factory=list)  # file keys the model lacks
     mismatched: list[str] = field(default_factory=list)  # "key: file [..] vs model [..]"
+    reinitialized: list[str] = field(default_factory=list)  # heatmap classifier keys of another class count
+    file_classes: int | None = None  # the file's and the model's class counts, when re-initialised
+    model_classes: int | None = None
 
     def problems(self) -> str:
         """The missing, unexpected and mis-shaped keys, listed ('' when there are none)."""
@@ -53,8 +58,10 @@ class LoadReport:
 
     def __str__(self):
         problems = self.problems()
+        reinit = (f"; heatmap classifier re-initialised (bias {PRIOR_BIAS}): the file has {self.file_classes} "
+                  f"classes, the model {self.model_classes}" if self.reinitialized else "")
         return (f"{self.path}: loaded {self.loaded} tensors ({self.source} format)"
-                + (f"; {problems}" if problems else ""))
+                + (f"; {problems}" if problems else "") + reinit)
 
 
 def _listing(keys):
@@ -119,7 +126,23 @@ def _linear_weights(model: nn.Module) -> set[str]:
             if isinstance(module, nn.Linear)}
 
 
-def load_weights(model: nn.Module, path, strict: bool = True) -> LoadReport:
+def _heatmap_classifier(model: nn.Module, weights: dict, target: dict) -> list[str]:
+    """The keys of the heatmap head's last conv when only its class count differs from the file's."""
+    num_classes = getattr(model, "num_classes", None)
+    keys = [k for k in target if k.startswith("head.heatmap.") and k in weights
+            and target[k].ndim and target[k].shape[0] == num_classes]
+    keys = [k for k in keys if weights[k].shape[1:] == target[k].shape[1:] and weights[k].shape != target[k].shape]
+    return keys if len(keys) == 2 else []  # its weight and bias
+
+
+def _reinitialise(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """The head's initialisation: weights uniform(+-1/sqrt(fan_in)), bias at the prior."""
+    bound = 1.0 / math.sqrt(weight[0].numel())
+    nn.init.uniform_(weight, -bound, bound)
+    nn.init.constant_(bias, PRIOR_BIAS)
+
+
+def load_weights(model: nn.Module, path, strict: bool = True, num_classes_mismatch: str = "error") -> LoadReport:
     """Load a ``.pdparams`` / ``.pth`` / checkpoint file into ``model`` in place.
 
     With ``strict=True`` every parameter and buffer of the model must come from the file (BatchNorm
@@ -127,7 +150,13 @@ def load_weights(model: nn.Module, path, strict: bool = True) -> LoadReport:
     otherwise :class:`WeightsMismatchError` lists the offending keys and the model is untouched.
     With ``strict=False`` the entries that fit are loaded and the rest reported (fine-tuning with
     another class count); still an error when nothing fits. Returns a :class:`LoadReport`.
+
+    ``num_classes_mismatch="reinit"`` fine-tunes to another class count: when the heatmap head's
+    last conv is the file's only misfit in its class count, everything else loads (strictly if
+    asked) and that conv is re-initialised (bias -2.19); the report's line says so.
     """
+    if num_classes_mismatch not in ("error", "reinit"):
+        raise ValueError(f"num_classes_mismatch must be 'error' or 'reinit', got {num_classes_mismatch!r}")
     path = Path(path)
     source, weights = read_weights(path)
     if source == "paddle":  # Paddle stores Linear weights [in, out]
@@ -135,12 +164,16 @@ def load_weights(model: nn.Module, path, strict: bool = True) -> LoadReport:
             weights[key] = weights[key].t()
 
     target = model.state_dict()
-    missing = [k for k in target if k not in weights and not k.endswith("num_batches_tracked")]
+    reinit = _heatmap_classifier(model, weights, target) if num_classes_mismatch == "reinit" else []
+    file_classes = int(weights[reinit[0]].shape[0]) if reinit else None
+    weights = {k: v for k, v in weights.items() if k not in reinit}
+    missing = [k for k in target if k not in weights and k not in reinit and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in weights if k not in target]
     mismatched = [f"{k}: file {list(weights[k].shape)} vs model {list(target[k].shape)}"
                   for k in weights if k in target and weights[k].shape != target[k].shape]
     fitting = {k: v for k, v in weights.items() if k in target and v.shape == target[k].shape}
-    report = LoadReport(str(path), source, len(fitting), missing, unexpected, mismatched)
+    report = LoadReport(str(path), source, len(fitting), missing, unexpected, mismatched, reinit,
+                        file_classes, getattr(model, "num_classes", None) if reinit else None)
 
     if (strict and (missing or unexpected or mismatched)) or not fitting:
         raise WeightsMismatchError(f"{path}: does not fit {type(model).__name__} "
@@ -149,4 +182,7 @@ def load_weights(model: nn.Module, path, strict: bool = True) -> LoadReport:
     with torch.no_grad():
         for key, value in fitting.items():
             target[key].copy_(value)
+        if reinit:
+            weight, bias = sorted(reinit, key=lambda k: not k.endswith("weight"))
+            _reinitialise(target[weight], target[bias])
     return report
