@@ -41,7 +41,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.trainer import train
 
     config = load_config(args.config) if args.config else Config()
-    config.override("model", name=args.model, pretrained=args.pretrained, head_planes=args.head_planes)
+    pretrained = args.pretrained
+    if pretrained == "":  # --pretrained without a path: the zoo row's published COCO weights
+        from .weights.hub import zoo_weights
+
+        pretrained = str(zoo_weights(args.model or config.model.name, progress=not args.quiet))
+    config.override("model", name=args.model, pretrained=pretrained, head_planes=args.head_planes)
     run_dir = args.run_dir or str(Path("runs") / config.model.name)
     train_images, train_ann = _data_split(args.data, "train", Path(run_dir) / "data")
     val_images, val_ann = _data_split(args.data, "val", Path(run_dir) / "data")
@@ -226,7 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check annotations and decode every image before training (default on)")
     p.add_argument("--skip-bad-data", action="store_true",
                    help="leave out images and boxes with data errors (counted) instead of stopping")
-    p.add_argument("--pretrained", help="initial weights (.pdparams, .pth or a centernet checkpoint)")
+    p.add_argument("--pretrained", nargs="?", const="",
+                   help="initial weights (.pdparams, .pth or a centernet checkpoint); without a path, the "
+                        "model's published COCO weights (downloaded once to ~/.cache/centernet or $CENTERNET_HOME). "
+                        "Another class count keeps all but the heatmap classifier")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--run-dir", help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from last.pt")

@@ -14,18 +14,28 @@ def register_model(builder):
     return builder
 
 
-def create_model(name, num_classes=80, weights=None, **kwargs):
+def create_model(name, num_classes=80, weights=None, pretrained=False, **kwargs):
     """Build the registered model ``name`` with ``num_classes`` classes (extra kwargs go to its
     builder). ``weights``: a PaddleDetection ``.pdparams``, an original CenterNet ``.pth`` or one of
-    our checkpoints, loaded strictly (see ``centernet.load_weights``). Unknown names raise
-    ``ValueError`` listing the known ones."""
+    our checkpoints, loaded strictly (see ``centernet.load_weights``). ``pretrained=True``: the
+    published COCO weights of ``name``, downloaded once into the cache (``centernet.weights.hub``);
+    with another ``num_classes`` all but the heatmap classifier load and a warning says so.
+    Unknown names raise ``ValueError`` listing the known ones."""
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    if pretrained and weights is not None:
+        raise ValueError("give weights=PATH or pretrained=True, not both")
     model = _MODELS[name](num_classes=num_classes, **kwargs)
-    if weights is not None:
+    if pretrained or weights is not None:
         from ..weights import load_weights
+        from ..weights.hub import zoo_weights
 
-        load_weights(model, weights)
+        if not pretrained:
+            load_weights(model, weights)
+        elif (report := load_weights(model, zoo_weights(name), num_classes_mismatch="reinit")).reinitialized:
+            import warnings
+
+            warnings.warn(str(report), stacklevel=2)
     return model
 
 
