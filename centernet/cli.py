@@ -132,7 +132,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 0
     if not args.source:
         raise ValueError("give an image, a folder or a video to predict on, or --camera N")
-    records = predict(detector, args.source, out_dir, batch_size=args.batch_size)
+    records = predict(detector, args.source, out_dir, batch_size=args.batch_size, heatmap=args.heatmap)
     total = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} image(s), {total} detection(s) above {args.score_threshold}: "
           f"drawn images and predictions.json in {out_dir}")
@@ -264,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("predict", help="detect objects in images, a folder, a video or a camera and draw them")
     p.add_argument("source", nargs="?", help="image file, folder or video (.mp4, .avi, .mov, .mkv)")
     p.add_argument("--camera", type=int, metavar="N", help="read camera N (0: the first) until Ctrl-C")
+    p.add_argument("--heatmap", action="store_true",
+                   help="also save <name>_heatmap.jpg: the class heatmaps (what the model sees) over each image")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")
     p.add_argument("--out", help="output folder (default: predictions/ beside the weights)")

@@ -38,6 +38,19 @@ def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, la
     return canvas
 
 
+def heatmap_overlay(image: np.ndarray, heatmaps: np.ndarray, opacity: float = 0.7) -> np.ndarray:
+    """The RGB ``image`` with class heatmaps ``[C, H, W]`` (probabilities, same size) over it.
+
+    Each pixel takes the colour of its strongest class (as ``draw_detections`` colours it), blended
+    in proportion to that class's probability: peaks show bright, empty regions leave the image.
+    """
+    strongest = heatmaps.argmax(axis=0)  # [H, W]
+    alpha = opacity * np.clip(heatmaps.max(axis=0), 0.0, 1.0)[:, :, None]  # [H, W, 1]
+    palette = np.array([class_color(label) for label in range(len(heatmaps))], np.float32)  # [C, 3]
+    blended = image.astype(np.float32) * (1 - alpha) + palette[strongest] * alpha
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
 def save_image(image_rgb: np.ndarray, path: str | Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

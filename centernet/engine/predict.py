@@ -126,6 +126,24 @@ class Detector:
             results.extend(self.detect_images(chunk))
         return results
 
+    @torch.inference_mode()
+    def heatmaps(self, image: np.ndarray) -> np.ndarray:
+        """What the model sees: its class probabilities ``[C, H, W]`` (sigmoid of the heatmap,
+        flip-merged when ``flip``) warped back onto the pixels of the RGB ``image [H, W, 3]``."""
+        import cv2
+
+        tensor, _, _, inverse = self.transform(image, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), None)
+        batch = torch.as_tensor(tensor)[None].to(self.device)  # [1, 3, h, w]
+        outputs = self.model(batch)
+        if self.flip:
+            outputs = flip_merge(outputs, self.model(batch.flip(-1)))
+        probabilities = outputs["heatmap"].float().sigmoid()[0].cpu().numpy()  # [C, h/4, w/4]
+        stride = tensor.shape[-1] / probabilities.shape[-1]
+        to_image = np.asarray(inverse, np.float64) @ np.diag([stride, stride, 1.0])  # output cell -> image pixel
+        height, width = image.shape[:2]
+        return np.stack([cv2.warpAffine(plane, to_image, (width, height), flags=cv2.INTER_LINEAR)
+                         for plane in probabilities])  # [C, H, W]
+
     def detect_images(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         tensors, inverses, sizes = [], [], []
         for image in images:
@@ -158,11 +176,12 @@ def detection_records(result: dict[str, torch.Tensor], class_names: Sequence[str
 
 
 def predict(detector: Detector, source: str | Path, out_dir: str | Path, batch_size: int = 8,
-            draw: bool = True) -> list[dict]:
-    """Run on an image or a folder; save drawn images and ``predictions.json`` in ``out_dir``."""
+            draw: bool = True, heatmap: bool = False) -> list[dict]:
+    """Run on an image or a folder; save drawn images and ``predictions.json`` in ``out_dir``
+    (with ``heatmap``, also ``<name>_heatmap.jpg``: the class heatmaps over the image)."""
     import json
 
-    from ..viz import draw_detections, save_image
+    from ..viz import draw_detections, heatmap_overlay, save_image
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,5 +196,7 @@ def predict(detector: Detector, source: str | Path, out_dir: str | Path, batch_s
                 drawn = draw_detections(image, result["boxes"].numpy(), result["scores"].numpy(),
                                         result["labels"].numpy(), detector.class_names)
                 save_image(drawn, out_dir / f"{path.stem}.jpg")
+            if heatmap:
+                save_image(heatmap_overlay(image, detector.heatmaps(image)), out_dir / f"{path.stem}_heatmap.jpg")
     (out_dir / "predictions.json").write_text(json.dumps(records, indent=1))
     return records
