@@ -13,7 +13,7 @@ The data order is one permutation per epoch drawn from ``(seed, epoch)`` whateve
 processes: optimizer step ``s`` uses the same images as step ``s`` of a one-process run whose
 batch is ``batch_size x world_size x accumulate`` (:class:`EpochBatchSampler`), and the loss of a
 step is normalised over that whole step (see ``trainer.step_loss_scales``), so the gradients
-are those of the one-process run; with :class:`SyncBatchNorm` so are the BatchNorm statistics.
+are those of the one-process run; with synchronised BatchNorm (``convert_sync_batchnorm``) so are its statistics.
 """
 
 from __future__ import annotations
@@ -154,17 +154,22 @@ class _AllReduceSum(torch.autograd.Function):
         return grad
 
 
-class SyncBatchNorm(nn.SyncBatchNorm):
-    """``torch.nn.SyncBatchNorm`` that also runs on CPU processes (gloo), where torch's refuses.
+class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose statistics are synchronised across CPU processes (gloo), where torch's
+    ``SyncBatchNorm`` refuses to run (and DDP refuses it on CPU modules).
 
-    On CPU in training mode with several processes, the batch mean and the (biased) variance come
-    from sums all-reduced over the processes, in two passes for accuracy, so they equal those of
-    one BatchNorm over the concatenated batch; the running statistics update as in BatchNorm
-    (unbiased variance). Elsewhere it is torch's SyncBatchNorm. Same parameters and buffers.
+    In training mode with several processes the batch mean and the (biased) variance come from
+    sums all-reduced over the processes, in two passes for accuracy, so they are those of one
+    BatchNorm over the concatenated batch; the running statistics update as BatchNorm's (unbiased
+    variance). Otherwise it is plain BatchNorm. Same parameters, buffers and state-dict names.
     """
 
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.device.type != "cpu" or not self.training or not _active():
+        if not self.training or not _active():
             return super().forward(input)
         channels = input.shape[1]
         dims = [0, *range(2, input.dim())]
@@ -187,10 +192,20 @@ class SyncBatchNorm(nn.SyncBatchNorm):
         return output
 
 
-def convert_sync_batchnorm(model: nn.Module) -> nn.Module:
-    """Every BatchNorm of ``model`` as a :class:`SyncBatchNorm` (same parameters, buffers and names)."""
-    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    for module in model.modules():
-        if type(module) is nn.SyncBatchNorm:
-            module.__class__ = SyncBatchNorm  # adds only a forward; the state is torch's
-    return model
+def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Every BatchNorm of ``model`` synchronised across processes: torch's ``SyncBatchNorm`` on
+    CUDA, :class:`CpuSyncBatchNorm` on CPU. Parameters and buffers are carried over (shared)."""
+    if device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    converted = model
+    if isinstance(model, nn.modules.batchnorm._BatchNorm) and not isinstance(model, CpuSyncBatchNorm):
+        converted = CpuSyncBatchNorm(model.num_features, model.eps, model.momentum, model.affine,
+                                     model.track_running_stats)
+        if model.affine:
+            converted.weight, converted.bias = model.weight, model.bias
+        converted.running_mean, converted.running_var = model.running_mean, model.running_var
+        converted.num_batches_tracked = model.num_batches_tracked
+        converted.train(model.training)
+    for name, child in model.named_children():
+        converted.add_module(name, convert_sync_batchnorm(child, device))
+    return converted

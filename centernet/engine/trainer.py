@@ -203,7 +203,7 @@ class Trainer:
             if report.reinitialized and self.process.is_main:
                 print(report)  # fine-tuning to another class count: say what was re-initialised
         if train.sync_bn and self.process.distributed:
-            self.model = distributed.convert_sync_batchnorm(self.model)
+            self.model = distributed.convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device)
         self.criterion = CenterNetLoss()
         params = [p for p in self.model.parameters() if p.requires_grad]
