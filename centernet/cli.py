@@ -165,6 +165,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .engine.benchmark import run_benchmark
+
+    run_benchmark(args.model, input_size=args.input_size, batch_sizes=args.batch_sizes,
+                  threads=args.threads, repeat=args.repeat, backends=args.backends,
+                  pipeline=not args.no_pipeline, device=args.device)
+    return 0
+
+
 def cmd_convert_data(args: argparse.Namespace) -> int:
     from .data.convert import convert_to_coco
 
@@ -291,6 +300,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ONNX opset (default: 19 with DeformConv, 17 with gather)")
     p.add_argument("--out", help="output file (default <model>.onnx)")
     p.set_defaults(func=cmd_export)
+
+    p = commands.add_parser("benchmark", help="inference latency (eager, fastest, onnxruntime), data pipeline, training step")
+    p.add_argument("--model", default="centernet_dla34")
+    p.add_argument("--input-size", type=_input_size, default=(512, 512))
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--backends", nargs="+", default=["eager", "fastest", "onnxruntime"],
+                   choices=["eager", "fastest", "onnxruntime"])
+    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs per measurement")
+    p.add_argument("--no-pipeline", action="store_true", help="skip the data pipeline and training step")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (fp16 on cuda)")
+    p.set_defaults(func=cmd_benchmark)
 
     p = commands.add_parser("convert-data", help="write a Pascal VOC XML or YOLO txt folder as COCO json")
     p.add_argument("source", help="VOC folder (Annotations/, JPEGImages/) or YOLO folder (images/, labels/)")

@@ -7,6 +7,7 @@ DeformConv node run by onnxruntime's kernel, and the Gather + ReduceSum decompos
 to torchvision's op the same way.
 """
 
+import functools
 import json
 import math
 
@@ -31,17 +32,20 @@ ZOO = ["centernet_dla34", "centernet_r50", "centernet_mbv1", "centernet_mbv3_sma
 WITH_DCN = ["centernet_dla34", "centernet_r50"]
 
 
-def lively_model(name, images, num_classes=3, seed=0):
-    """Zoo model ``name`` (a 64-plane head, to be quick) with seeded, :func:`lively` weights."""
+@functools.cache
+def lively_model(name, size=(96, 96), num_classes=3, seed=0):
+    """Zoo model ``name`` (a 64-plane head, to be quick) with seeded :func:`lively` weights fitted
+    to ``smooth_images(2, *size)``; cached, so callers must not change it."""
     torch.manual_seed(seed)
-    return lively(create_model(name, num_classes=num_classes, head_planes=64), images, seed)
+    model = create_model(name, num_classes=num_classes, head_planes=64)
+    return lively(model, smooth_images(2, *size), seed)
 
 
 def lively(model, images, seed=0):
     """Make a freshly built model's outputs spread out, as trained weights are, so a wrong
     layer or a wrong order shows: random BatchNorm scales and shifts with running statistics
-    taken from ``images`` (activations stay O(1) through the depth), deformable offsets of about
-    a pixel and more (some sampling outside the image), heatmap logits with std 2 (distinct
+    taken from ``images`` (activations stay O(1) through the depth), non-zero conv biases,
+    deformable offsets of about a pixel (some sampling outside the image), heatmap logits with std 2 (distinct
     scores, no ties) and box sizes of about 16 output pixels."""
     generator = torch.Generator().manual_seed(seed)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -54,6 +58,8 @@ def lively(model, images, seed=0):
             elif name.endswith("conv_offset"):
                 fan_in = module.weight[0].numel()
                 module.weight.normal_(0.0, 0.5 / math.sqrt(fan_in), generator=generator)
+            elif getattr(module, "bias", None) is not None:  # conv biases start at zero
+                module.bias.add_(torch.randn(module.bias.shape, generator=generator), alpha=0.1)
         model.train()(images)
         for module in norms:
             module.momentum = 0.1
@@ -118,7 +124,7 @@ def test_zoo_list_is_the_tested_list():
 @pytest.mark.parametrize("name", ZOO)
 def test_zoo_model_exports_and_onnxruntime_equals_pytorch(name, tmp_path):
     images = smooth_images(2, 96, 96)
-    model = lively_model(name, images)
+    model = lively_model(name)
     path = export_onnx(model, tmp_path / f"{name}.onnx", input_size=(96, 96),
                        class_names=["a", "b", "c"], model_name=name)
     proto = onnx.load(str(path))
@@ -130,10 +136,11 @@ def test_zoo_model_exports_and_onnxruntime_equals_pytorch(name, tmp_path):
     assert_same_detections(run_graph(path, images), torch_detections(model, images), 96)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_gather_form_has_no_deformconv_and_runs_any_size(tmp_path):
     """The decomposition for runtimes without DeformConv; dynamic batch and size."""
-    model = lively_model("centernet_dla34", smooth_images(2, 96, 96), num_classes=2)
+    model = lively_model("centernet_dla34", num_classes=2)
     path = export_onnx(model, tmp_path / "dla.onnx", input_size=(96, 96), dynamic_size=True,
                        deform_conv="gather", max_detections=50)
     ops = {node.op_type for node in onnx.load(str(path)).graph.node}
@@ -144,6 +151,7 @@ def test_gather_form_has_no_deformconv_and_runs_any_size(tmp_path):
     assert_same_detections(got, torch_detections(model, images, k=50), 128)
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 @pytest.mark.parametrize("form", ["onnx", "gather"])
 @pytest.mark.parametrize("stride", [1, 2])
 def test_exported_deform_conv_equals_torchvision(form, stride, tmp_path):
@@ -174,7 +182,7 @@ def test_exported_deform_conv_equals_torchvision(form, stride, tmp_path):
 
 @pytest.fixture(scope="module")
 def small_model():
-    return lively_model("centernet_mbv3_small", smooth_images(2, 128, 128))
+    return lively_model("centernet_mbv3_small", size=(128, 128))
 
 
 def photos(seed=0):

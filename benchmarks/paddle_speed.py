@@ -1,0 +1,197 @@
+"""Our CPU latency against PaddleDetection's, the six zoo rows measured in the same run.
+
+    .venv/bin/python benchmarks/paddle_speed.py --threads 2 --repeat 10 [--models centernet_dla34 ...]
+
+For each model, one after the other (so both see the same machine load), in this process:
+ours eager, ours fastest (``optimize_for_inference``) and onnxruntime, each from the normalised
+batch to the top-100 boxes; then, in a subprocess of the Paddle reference venv
+(``.venv-paddle``, made by ``scripts/setup_paddle_env.sh``), PaddleDetection's own model from
+``benchmarks/paddle_reference.py`` with its ``CenterNetPostProcess`` (top-100 boxes), run by Paddle
+Inference (static graph, IR optimisations, oneDNN) and by dygraph in eval mode. Same input
+(batch 1, 512x512, 80 classes), same thread count, one warm-up call, median of ``--repeat`` calls in
+wall time and process CPU time. The ratio is our fastest path over Paddle's best (the quickest of
+Paddle Inference on the whole detector, on the model alone and dygraph); below 1 we are faster.
+oneDNN is used where Paddle Inference runs the graph with it, else Paddle's plain CPU kernels
+(the JSON row says which). Rerun the Paddle side alone with:
+
+    .venv-paddle/bin/python benchmarks/paddle_speed.py --paddle-worker centernet_dla34
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+PADDLE_PYTHON = HERE.parent / ".venv-paddle" / "bin" / "python"
+ZOO = ["centernet_dla34", "centernet_r50", "centernet_mbv1", "centernet_mbv3_small",
+       "centernet_mbv3_large", "centernet_shufflenetv2"]
+
+
+def _median_times(fn, repeat):
+    fn()  # warm-up
+    wall, cpu = [], []
+    for _ in range(repeat):
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
+
+
+# -- the Paddle side (runs in .venv-paddle; imports paddle and ppdet, never torch) ----------------
+
+def paddle_worker(name, threads, repeat, size):
+    import numpy as np
+    import paddle
+    from paddle import inference
+
+    sys.path.insert(0, str(HERE))
+    from paddle_reference import build  # the zoo row built from paddledet's own classes
+    from ppdet.modeling.post_process import CenterNetPostProcess
+
+    class Detections(paddle.nn.Layer):
+        """images -> ppdet's top-100 boxes (class, score, x1, y1, x2, y2), one image per call;
+        with ``post_process=False`` the raw maps only."""
+
+        def __init__(self, model, post_process=True):
+            super().__init__()
+            self.model = model
+            self.post_process = post_process
+            self.post = CenterNetPostProcess(max_per_img=100, down_ratio=4, regress_ltrb=False)
+
+        def forward(self, images):
+            maps = self.model(images)
+            if not self.post_process:
+                return maps["heatmap"], maps["size"], maps["offset"]
+            im_shape = paddle.cast(paddle.shape(images)[2:], "float32").reshape([1, 2])
+            return self.post(paddle.nn.functional.sigmoid(maps["heatmap"]), maps["size"],
+                             maps["offset"], im_shape, paddle.ones([1, 2], "float32"))[0]
+
+    def inference_runner(layer, folder, onednn):
+        """A Paddle Inference predictor of ``layer`` (saved as a static graph) as a function."""
+        prefix = os.path.join(folder, "model")
+        if not os.path.exists(prefix + ".pdiparams"):
+            static = paddle.jit.to_static(
+                layer, input_spec=[paddle.static.InputSpec([1, 3, size, size], "float32", "images")],
+                full_graph=True)
+            paddle.jit.save(static, prefix)
+        model_file = next(p for p in (prefix + ".json", prefix + ".pdmodel") if os.path.exists(p))
+        config = inference.Config(model_file, prefix + ".pdiparams")
+        config.disable_gpu()
+        config.switch_ir_optim(True)
+        config.set_cpu_math_library_num_threads(threads)
+        config.enable_onednn() if onednn else config.disable_onednn()
+        config.disable_glog_info()
+        predictor = inference.create_predictor(config)
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+
+        def run():
+            handle.copy_from_cpu(images)
+            predictor.run()
+            return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+        return run
+
+    paddle.set_device("cpu")
+    model = build(name)
+    images = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype("float32")
+    result = {"model": name, "paddle": paddle.__version__}
+    with paddle.no_grad():
+        tensor = paddle.to_tensor(images)
+        detections = Detections(model).eval()
+        result["dygraph_wall_ms"], result["dygraph_cpu_ms"] = _median_times(lambda: detections(tensor), repeat)
+
+    # Paddle Inference on the whole detector, and on the model alone (its best case: oneDNN
+    # runs some models only without ppdet's post-process); oneDNN where it runs, else without.
+    for key, post_process in (("inference", True), ("inference_maps", False)):
+        with tempfile.TemporaryDirectory() as folder:
+            layer = Detections(model, post_process).eval()
+            for onednn in (True, False):
+                try:
+                    run = inference_runner(layer, folder, onednn)
+                    result[f"{key}_wall_ms"], result[f"{key}_cpu_ms"] = _median_times(run, repeat)
+                    result[f"{key}_onednn"] = onednn
+                    break
+                except (NotImplementedError, RuntimeError, ValueError) as error:
+                    result[f"{key}_onednn_error"] = str(error).strip().splitlines()[0][:160]
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# -- our side and the comparison (runs in .venv) --------------------------------------------------
+
+def measure_paddle(name, threads, repeat, size):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               GLOG_minloglevel="2", FLAGS_use_onednn="1")
+    command = [str(PADDLE_PYTHON), __file__, "--paddle-worker", name, "--threads", str(threads),
+               "--repeat", str(repeat), "--size", str(size)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode or not lines:
+        raise RuntimeError(f"Paddle worker for {name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def measure_ours(name, threads, repeat, size):
+    import torch
+
+    from centernet.engine.benchmark import measure_latency
+    from centernet.models import create_model
+
+    torch.manual_seed(0)
+    timings = measure_latency(create_model(name), (size, size), batch_sizes=(1,), repeat=repeat,
+                              threads=threads)
+    return {t.what: (t.wall_ms, t.cpu_ms) for t in timings}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=ZOO)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--paddle-worker", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--json", help="also write the rows to this file")
+    args = parser.parse_args()
+    if args.paddle_worker:
+        paddle_worker(args.paddle_worker, args.threads, args.repeat, args.size)
+        return 0
+    if not PADDLE_PYTHON.exists():
+        raise SystemExit(f"{PADDLE_PYTHON}: missing; make the Paddle venv with scripts/setup_paddle_env.sh")
+
+    from centernet.engine.benchmark import machine_description
+
+    print(f"batch 1, {args.size}x{args.size}, median of {args.repeat}; {machine_description(args.threads)}")
+    print("ms per image as wall / CPU time; Paddle Inference on the whole detector and on the model "
+          "alone (maps); ratio = ours fastest / Paddle's best, in wall and in CPU time")
+    columns = ["ours eager", "ours fastest", "onnxruntime", "Paddle Inf.", "Paddle Inf. maps",
+               "Paddle dygraph"]
+    print(f"{'model':<24}" + "".join(f"{c:>17}" for c in columns) + f"{'ratio wall':>11}{'ratio cpu':>10}")
+    paddle_keys = ("inference", "inference_maps", "dygraph")
+    rows = []
+    for name in args.models:
+        ours = measure_ours(name, args.threads, args.repeat, args.size)
+        paddle = measure_paddle(name, args.threads, args.repeat, args.size)
+        ratios = [ours["fastest"][i] / min(paddle[f"{key}_{unit}_ms"] for key in paddle_keys)
+                  for i, unit in enumerate(("wall", "cpu"))]
+        rows.append({"model": name, **{f"{k}_ms": v for k, v in ours.items()}, **paddle,
+                     "ratio_wall": ratios[0], "ratio_cpu": ratios[1], "load": os.getloadavg()[0]})
+        cells = [ours["eager"], ours["fastest"], ours["onnxruntime"],
+                 *((paddle[f"{key}_wall_ms"], paddle[f"{key}_cpu_ms"]) for key in paddle_keys)]
+        print(f"{name:<24}" + "".join(f"{w:>9.0f} /{c:>6.0f}" for w, c in cells)
+              + f"{ratios[0]:>11.2f}{ratios[1]:>10.2f}", flush=True)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
