@@ -59,8 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                     amp=bool(args.amp) or None, amp_dtype=_AMP_DTYPES.get(args.amp), grad_clip=args.grad_clip,
                     accumulate=args.accumulate, sync_bn=args.sync_bn, checkpoint_interval=args.checkpoint_interval)
     summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
-    print(f"run folder: {summary['run_dir']} (best.pt, last.pt, metrics.csv, losses.png, map.png)")
-    print(f"best val AP: {100 * summary['best_ap']:.2f}")
+    if summary["is_main"]:  # under torchrun, rank 0 reports
+        print(f"run folder: {summary['run_dir']} (best.pt, last.pt, metrics.csv, losses.png, map.png)")
+        if summary["best_ap"] >= 0:
+            print(f"best val AP: {100 * summary['best_ap']:.2f}")
     return 0
 
 

@@ -238,6 +238,18 @@ def test_notices_are_reported_and_training_goes_on(name, plant, expected, tmp_pa
     assert expected[0][1] in capsys.readouterr().out
 
 
+def test_check_data_on_the_whole_corpus_prints_every_planted_problem_and_nothing_else(tmp_path, capsys):
+    cases = [case[:3] for case in ERROR_CASES] + NOTICE_CASES
+    for name, plant, _ in cases:
+        plant(base_split(tmp_path / name))
+    assert main(["check-data", str(tmp_path), "--verbose"]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.split(" ")[0] in ("error", "warning", "info")]
+    assert len(lines) == sum(len(expected) for _, _, expected in cases), lines
+    for name, _, expected in cases:
+        mine = [line for line in lines if f"{tmp_path / name}/" in line]
+        assert len(mine) == len(expected) and all(any(words in line for line in mine) for _, words, *_ in expected), mine
+
+
 def test_skip_bad_data_trains_on_the_rest_with_a_count(tmp_path, capsys):
     split = write_split(tmp_path / "data", [(f"{i}.jpg", picture(96, 128, seed=i), None) for i in range(1, 6)])
     truncate_image(split, "2.jpg")

@@ -77,7 +77,8 @@ def data_dir(tmp_path_factory):
 def train_command(driver, data_dir, run_dir, *extra):
     return [sys.executable, str(driver), "train", "--data", str(data_dir), "--model", "centernet_mbv3_small",
             "--input-size", "64", "--epochs", "2", "--batch-size", "2", "--workers", "0", "--device", "cpu",
-            "--no-eval-keep-res", "--ema", "--checkpoint-interval", "2", "--quiet", "--run-dir", str(run_dir), *extra]
+            "--accumulate", "2", "--grad-clip", "5", "--no-eval-keep-res", "--ema", "--checkpoint-interval", "1",
+            "--quiet", "--run-dir", str(run_dir), *extra]
 
 
 def environment(fault=None):
@@ -139,13 +140,13 @@ def reference(data_dir, tmp_path_factory):
 def test_sigkill_mid_epoch_and_while_saving_then_resume_gives_the_same_weights(data_dir, reference, tmp_path):
     reference_dir, driver = reference
     run_dir = tmp_path / "run"
-    # 8 images, batch 2: 4 steps an epoch; last.pt after every 2nd step. Killed before step 3:
-    # last.pt holds epoch 1 step 2, and step 3 is replayed.
-    run_until_killed(train_command(driver, data_dir, run_dir), "step:3")
+    # 8 images, batch 2 x accumulate 2: 2 optimizer steps an epoch, last.pt after each. Killed
+    # before step 2: last.pt holds epoch 1 step 1, and step 2 is replayed.
+    run_until_killed(train_command(driver, data_dir, run_dir), "step:2")
     state = load_checkpoint(run_dir / "last.pt")
-    assert state["epoch"] == -1 and state["position"]["epoch"] == 0 and state["position"]["step"] == 2
+    assert state["epoch"] == -1 and state["position"]["epoch"] == 0 and state["position"]["step"] == 1
 
-    # Resumed, then killed halfway through writing its second last.pt (epoch 2, step 2): the
+    # Resumed, then killed halfway through writing its second last.pt (epoch 2, step 1): the
     # previous last.pt (end of epoch 1) stays whole beside the half-written temporary file.
     run_until_killed(train_command(driver, data_dir, run_dir, "--resume"), "save:2")
     state = load_checkpoint(run_dir / "last.pt")
@@ -180,3 +181,52 @@ def test_sigkill_at_random_moments_with_loader_workers(data_dir, tmp_path):
                 load_checkpoint(run_dir / "last.pt")  # never corrupt
     assert process.returncode == 0, "the run did not complete within 40 attempts"
     assert_same_run(run_dir, tmp_path / "reference")
+
+
+@pytest.mark.slow  # fp16 convolutions are slow on CPU
+def test_resume_mid_epoch_with_fp16_amp_accumulation_and_clipping(data_dir, tmp_path, monkeypatch):
+    """The grad scaler's state, the step position and the epoch's running losses come back from a
+    mid-epoch last.pt: the resumed run equals the uninterrupted one bitwise (in one process)."""
+    from centernet.config import Config
+    from centernet.engine import trainer as trainer_module
+    from centernet.engine.trainer import Trainer
+
+    def config():
+        values = Config()
+        values.model.name = "centernet_mbv3_small"
+        values.data.train_images = str(data_dir / "train/images")
+        values.data.train_ann = str(data_dir / "train/annotations.json")
+        values.data.input_size, values.data.workers = (64, 64), 0
+        train = values.train
+        train.epochs, train.batch_size, train.accumulate, train.lr, train.device = 1, 2, 2, 1e-3, "cpu"
+        train.amp, train.amp_dtype, train.grad_clip, train.checkpoint_interval = True, "float16", 1.0, 1
+        return values
+
+    reference = Trainer(config(), tmp_path / "reference", progress=False)
+    reference.fit()
+    assert reference.scaler.is_enabled() and reference.scaler.get_scale() > 0
+
+    real_save = trainer_module.save_checkpoint
+
+    def crash_after_mid_epoch_save(state, path):
+        real_save(state, path)
+        position = state["position"]
+        if position and (position["epoch"], position["step"]) == (0, 1):
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(trainer_module, "save_checkpoint", crash_after_mid_epoch_save)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config(), tmp_path / "run", progress=False).fit()
+    monkeypatch.setattr(trainer_module, "save_checkpoint", real_save)
+    state = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["position"]["step"] == 1 and state["scaler"]["scale"] > 0
+
+    resumed = Trainer(config(), tmp_path / "run", resume=True, progress=False)
+    assert (resumed.start_epoch, resumed.start_step) == (0, 1)
+    resumed.fit()
+    for key, value in reference.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[key], value), key
+    assert resumed.scaler.state_dict() == reference.scaler.state_dict()
+    with open(tmp_path / "run" / "metrics.csv") as run, open(tmp_path / "reference" / "metrics.csv") as expected:
+        # epoch, lr and the four losses (the epoch's sums came back from the checkpoint)
+        assert [row[:6] for row in csv.reader(run)] == [row[:6] for row in csv.reader(expected)]

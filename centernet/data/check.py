@@ -97,9 +97,10 @@ class CheckReport:
                  f"{len(self.class_counts)} categories"]
         if self.class_counts:
             lines.append("  boxes per class: " + ", ".join(f"{name} {count}" for name, count in self.class_counts.items()))
-        if self.size_histogram:
-            lines.append("  box size sqrt(w*h) px: " + ", ".join(f"{span}: {count}"
-                                                                for span, count in self.size_histogram.items()))
+        filled = [i for i, count in enumerate(self.size_histogram.values()) if count]
+        if filled:  # the bins from the smallest to the largest box
+            spans = list(self.size_histogram.items())[filled[0]:filled[-1] + 1]
+            lines.append("  box size sqrt(w*h) px: " + ", ".join(f"{span}: {count}" for span, count in spans))
         lines.append(f"  {self.counts()}")
         return "\n".join(lines)
 

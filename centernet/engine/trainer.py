@@ -186,6 +186,8 @@ class Trainer:
         _check_train_config(train)
         self.process, self.device = distributed.init_distributed(select_device(train.device))
         self.progress = progress and self.process.is_main
+        if not self.process.is_main:
+            warnings.filterwarnings("ignore", category=UserWarning)  # rank 0 tells the user once
         seed_everything(train.seed)
         if not resume and (self.run_dir / "last.pt").exists():
             raise FileExistsError(f"{self.run_dir} already holds a run (last.pt): pass resume=True "
@@ -383,7 +385,7 @@ class Trainer:
             from ..viz import plot_metrics
             plot_metrics(csv_path, self.run_dir)
         distributed.barrier()
-        return {"run_dir": str(self.run_dir), "best_ap": self.best_ap, "last_metrics": metrics}
+        return {"run_dir": str(self.run_dir), "best_ap": self.best_ap, "last_metrics": metrics, "is_main": main}
 
 
 def _check_train_config(train) -> None:
