@@ -106,25 +106,26 @@ def seed_everything(seed: int) -> None:
 
 
 def _checked(image_dir: str, ann_file: str, config: Config, process: Process) -> dict | None:
-    """The annotations to train or validate on after ``data.check`` (None: read the file as it is).
+    """The annotations to train or validate on after ``data.check`` (None: read the file).
 
-    Rank 0 checks (decoding every image) and tells the others the outcome.
+    Rank 0 checks (decoding every image, in a thread per CPU core) and tells the others the outcome.
     """
     if not config.data.check:
         return None
     outcome: Any = None
+    data = None
     if process.is_main:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
                 data = checked_annotations(image_dir, ann_file, skip_bad=config.data.skip_bad,
-                                           workers=config.data.workers)
+                                           workers=os.cpu_count() or 1)
                 outcome = ("skipped", data, [str(w.message) for w in caught]) if caught else None
             except DataError as error:
                 outcome = ("error", str(error), [])
     outcome = distributed.broadcast_object(outcome)
     if outcome is None:
-        return None
+        return data  # rank 0 keeps the file it parsed; the others read it themselves
     kind, value, messages = outcome
     if kind == "error":
         raise DataError(value)
