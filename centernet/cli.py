@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, FileExistsError) as error:
+    except (FileNotFoundError, ValueError, FileExistsError, FloatingPointError) as error:
         print(f"centernet {args.command}: error: {error}", file=sys.stderr)
         return 2
 
