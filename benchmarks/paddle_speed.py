@@ -2,9 +2,10 @@
 
     .venv/bin/python benchmarks/paddle_speed.py --threads 2 --repeat 10 [--models centernet_dla34 ...]
 
-For each model, one after the other (so both see the same machine load), in this process:
-ours eager, ours fastest (``optimize_for_inference``) and onnxruntime, each from the normalised
-batch to the top-100 boxes; then, in a subprocess of the Paddle reference venv
+For each model, one after the other (so both see the same machine load), each in fresh processes:
+ours eager (default settings), ours fastest (``optimize_for_inference``, ``keep_freed_memory``,
+``OMP_WAIT_POLICY=PASSIVE``) and onnxruntime, each from the normalised batch to the top-100
+boxes; then, in a process of the Paddle reference venv (also ``OMP_WAIT_POLICY=PASSIVE``)
 (``.venv-paddle``, made by ``scripts/setup_paddle_env.sh``), PaddleDetection's own model from
 ``benchmarks/paddle_reference.py`` with its ``CenterNetPostProcess`` (top-100 boxes), run by Paddle
 Inference (static graph, IR optimisations, oneDNN) and by dygraph in eval mode. Same input
@@ -48,7 +49,7 @@ def _median_times(fn, repeat):
 
 # -- the Paddle side (runs in .venv-paddle; imports paddle and ppdet, never torch) ----------------
 
-def paddle_worker(name, threads, repeat, size):
+def paddle_worker(name, threads, repeat, size, onednn=True):
     import numpy as np
     import paddle
     from paddle import inference
@@ -114,11 +115,11 @@ def paddle_worker(name, threads, repeat, size):
     for key, post_process in (("inference", True), ("inference_maps", False)):
         with tempfile.TemporaryDirectory() as folder:
             layer = Detections(model, post_process).eval()
-            for onednn in (True, False):
+            for use_onednn in ((True, False) if onednn else (False,)):
                 try:
-                    run = inference_runner(layer, folder, onednn)
+                    run = inference_runner(layer, folder, use_onednn)
                     result[f"{key}_wall_ms"], result[f"{key}_cpu_ms"] = _median_times(run, repeat)
-                    result[f"{key}_onednn"] = onednn
+                    result[f"{key}_onednn"] = use_onednn
                     break
                 except (NotImplementedError, RuntimeError, ValueError) as error:
                     result[f"{key}_onednn_error"] = str(error).strip().splitlines()[0][:160]
@@ -127,28 +128,55 @@ def paddle_worker(name, threads, repeat, size):
 
 # -- our side and the comparison (runs in .venv) --------------------------------------------------
 
-def measure_paddle(name, threads, repeat, size):
+def _worker_result(python, arguments, threads, repeat, size, passive=False):
+    """Run this script as a worker (``arguments``) in a fresh ``python`` process; its RESULT.
+    ``passive``: OpenMP threads sleep instead of spinning while they wait (OMP_WAIT_POLICY)."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
-               GLOG_minloglevel="2", FLAGS_use_onednn="1")
-    command = [str(PADDLE_PYTHON), __file__, "--paddle-worker", name, "--threads", str(threads),
-               "--repeat", str(repeat), "--size", str(size)]
+               GLOG_minloglevel="2")
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    command = [str(python), __file__, *arguments, "--threads", str(threads), "--repeat", str(repeat),
+               "--size", str(size)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
-        raise RuntimeError(f"Paddle worker for {name} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"{' '.join(arguments)} failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def measure_paddle(name, threads, repeat, size):
+    """Paddle's side; oneDNN's graph passes crash (SIGSEGV) on some models, then without it."""
+    try:
+        return _worker_result(PADDLE_PYTHON, ["--paddle-worker", name], threads, repeat, size, passive=True)
+    except RuntimeError as error:
+        result = _worker_result(PADDLE_PYTHON, ["--paddle-worker", name, "--no-onednn"], threads,
+                                repeat, size, passive=True)
+        result["onednn_crashed"] = str(error).strip().splitlines()[-1][:160]
+        return result
+
+
 def measure_ours(name, threads, repeat, size):
+    """Eager as a process starts (OpenMP's default spin-wait); the fastest path and
+    onnxruntime in another process with passive OpenMP waiting (see docs/benchmarks.md)."""
+    eager = _worker_result(sys.executable, ["--ours-worker", name, "--backends", "eager"],
+                           threads, repeat, size)
+    fast = _worker_result(sys.executable, ["--ours-worker", name, "--backends", "fastest", "onnxruntime"],
+                          threads, repeat, size, passive=True)
+    return {**eager, **fast}
+
+
+def ours_worker(name, threads, repeat, size, backends):
+    """Ours in a fresh process, ``backends`` in order (eager first sees the allocator as the
+    process starts; the fastest path sets keep_freed_memory)."""
     import torch
 
     from centernet.engine.benchmark import measure_latency
     from centernet.models import create_model
 
     torch.manual_seed(0)
-    timings = measure_latency(create_model(name), (size, size), batch_sizes=(1,), repeat=repeat,
-                              threads=threads)
-    return {t.what: (t.wall_ms, t.cpu_ms) for t in timings}
+    timings = measure_latency(create_model(name), (size, size), batch_sizes=(1,), backends=backends,
+                              repeat=repeat, threads=threads)
+    print("RESULT " + json.dumps({t.what: (t.wall_ms, t.cpu_ms) for t in timings}), flush=True)
 
 
 def main():
@@ -158,10 +186,17 @@ def main():
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--paddle-worker", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--ours-worker", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--backends", nargs="+", default=["eager", "fastest", "onnxruntime"],
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--no-onednn", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     if args.paddle_worker:
-        paddle_worker(args.paddle_worker, args.threads, args.repeat, args.size)
+        paddle_worker(args.paddle_worker, args.threads, args.repeat, args.size, not args.no_onednn)
+        return 0
+    if args.ours_worker:
+        ours_worker(args.ours_worker, args.threads, args.repeat, args.size, args.backends)
         return 0
     if not PADDLE_PYTHON.exists():
         raise SystemExit(f"{PADDLE_PYTHON}: missing; make the Paddle venv with scripts/setup_paddle_env.sh")

@@ -47,11 +47,11 @@ class Timing:
     peak_mib: float  # peak memory growth during the calls
 
     def row(self) -> str:
-        return (f"{self.what:<12} {self.batch:>5} {self.wall_ms:>10.1f} {self.wall_p90_ms:>10.1f} "
+        return (f"{self.what:<20} {self.batch:>5} {self.wall_ms:>10.1f} {self.wall_p90_ms:>10.1f} "
                 f"{self.cpu_ms:>10.1f} {self.images_per_s:>9.2f} {self.peak_mib:>9.0f}")
 
 
-HEADER = f"{'':<12} {'batch':>5} {'wall ms':>10} {'p90 ms':>10} {'cpu ms':>10} {'images/s':>9} {'peak MiB':>9}"
+HEADER = f"{'':<20} {'batch':>5} {'wall ms':>10} {'p90 ms':>10} {'cpu ms':>10} {'images/s':>9} {'peak MiB':>9}"
 
 
 def _resident_bytes() -> int:
