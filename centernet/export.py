@@ -19,8 +19,10 @@ one of two forms, both standard ONNX that stock onnxruntime runs on CPU:
   :func:`~centernet.models.deform_conv.gather_deform_conv2d` (bilinear corner indices and
   weights, Gather, weighted sum, MatMul), for runtimes without ``DeformConv`` (TensorRT before
   its DeformConv plugin, older onnxruntime). Its fused ``embedding_bag`` is written as Gather +
-  Mul + ReduceSum (PyTorch's own export of it is a slow Loop). The file's metadata records the model name, class names, stride,
-input size and whether the size is dynamic, so :class:`OnnxDetector` needs nothing else.
+  Mul + ReduceSum (PyTorch's own export of it is a slow Loop).
+
+The file's metadata records the model name, class names, stride, input size and whether the size
+is dynamic, so :class:`OnnxDetector` needs nothing else.
 
     centernet export --model centernet_dla34 --weights centernet_dla34_140e_coco.pdparams
     detector = centernet.OnnxDetector("centernet_dla34.onnx", score_threshold=0.3)
@@ -101,6 +103,9 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
     if height % divisor or width % divisor:
         raise ValueError(f"export input size {height}x{width}: height and width must be "
                          f"multiples of {divisor}")
+    num_classes = model.num_classes
+    if class_names is not None and len(class_names) != num_classes:
+        raise ValueError(f"{len(class_names)} class names for a model of {num_classes} classes")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = DetectionGraph(model, max_detections).eval()
@@ -118,9 +123,6 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
                               autograd_inlining=False,  # keep DeformConv nodes whole
                               output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes)
     proto = onnx.load(str(path))
-    num_classes = model.num_classes
-    if class_names is not None and len(class_names) != num_classes:
-        raise ValueError(f"{len(class_names)} class names for a model of {num_classes} classes")
     metadata = {
         "model": model_name or type(model).__name__,
         "num_classes": str(num_classes),

@@ -238,6 +238,9 @@ def test_export_refuses_bad_arguments(small_model, tmp_path):
         export_onnx(small_model, tmp_path / "m.onnx", deform_conv="plugin")
     with pytest.raises(ValueError, match="opset 19"):
         export_onnx(small_model, tmp_path / "m.onnx", opset_version=17)
+    with pytest.raises(ValueError, match="2 class names for a model of 3 classes"):
+        export_onnx(small_model, tmp_path / "m.onnx", class_names=["a", "b"])
+    assert not (tmp_path / "m.onnx").exists()
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -241,6 +241,9 @@ def run_benchmark(model_name: str, input_size: tuple[int, int] = (512, 512),
     torch.manual_seed(0)
     model = create_model(model_name)
     print(f"{model_name} at {input_size[0]}x{input_size[1]} on {device}: {machine_description(threads)}")
+    if device == "cpu" and os.getloadavg()[0] >= (os.cpu_count() or 1) and "OMP_WAIT_POLICY" not in os.environ:
+        print("note: the machine is busy; OpenMP threads that spin while they wait for a descheduled "
+              "peer inflate the PyTorch figures (run with OMP_WAIT_POLICY=PASSIVE to avoid it)")
     print(HEADER)
     timings = []
     for timing in measure_latency(model, input_size, batch_sizes, backends, repeat, threads, device):
