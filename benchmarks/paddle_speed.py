@@ -151,7 +151,8 @@ def measure_paddle(name, threads, repeat, size):
     except RuntimeError as error:
         result = _worker_result(PADDLE_PYTHON, ["--paddle-worker", name, "--no-onednn"], threads,
                                 repeat, size, passive=True)
-        result["onednn_crashed"] = str(error).strip().splitlines()[-1][:160]
+        crash = [line for line in str(error).splitlines() if "FatalError" in line or "Error:" in line]
+        result["onednn_crashed"] = (crash or ["the worker failed"])[-1].strip()[:160]
         return result
 
 
