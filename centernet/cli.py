@@ -57,8 +57,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     config.override("train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                     device=args.device, eval_interval=args.eval_interval, ema=args.ema or None,
                     amp=bool(args.amp) or None, amp_dtype=_AMP_DTYPES.get(args.amp), grad_clip=args.grad_clip,
-                    accumulate=args.accumulate, sync_bn=args.sync_bn, checkpoint_interval=args.checkpoint_interval)
-    summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
+                    accumulate=args.accumulate, sync_bn=args.sync_bn, checkpoint_interval=args.checkpoint_interval,
+                    tensorboard=args.tensorboard)
+    try:
+        summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
+    except ModuleNotFoundError as error:
+        if error.name != "tensorboard":
+            raise
+        raise SystemExit(f"centernet train: error: {error}") from None
     if summary["is_main"]:  # under torchrun, rank 0 reports
         print(f"run folder: {summary['run_dir']} (best.pt, last.pt, metrics.csv, losses.png, map.png)")
         if summary["best_ap"] >= 0:
@@ -106,6 +112,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or Path(args.weights).parent / "eval")
     path = save_metrics(metrics, detections, out_dir)
     print(f"metrics: {path}  detections: {out_dir / 'detections.json'}")
+    if args.analysis:
+        from .engine.analysis import ANALYSIS_FILES, analyze
+
+        print(analyze(dataset.coco, detections, out_dir))
+        print(f"analysis in {out_dir}: {', '.join(ANALYSIS_FILES)}")
     return 0
 
 
@@ -250,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from last.pt")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="log losses, lr, val metrics and drawn val images to <run-dir>/tensorboard "
+                        "(default: on when tensorboard is installed)")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("check-data", help="check a COCO-format data set: every problem, with file and id")
@@ -270,6 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--device")
     p.add_argument("--out", help="output folder (default: eval/ beside the weights)")
+    p.add_argument("--analysis", action="store_true",
+                   help="also per_class_ap.csv, pr_curves.png and confusion_matrix.png/.csv in --out")
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("predict", help="detect objects in images, a folder, a video or a camera and draw them")

@@ -58,6 +58,7 @@ class TrainConfig:
     eval_interval: int = 1  # epochs between validations (0: only at the end)
     flip_test: bool = False
     device: str = "auto"
+    tensorboard: bool | None = None  # log to <run>/tensorboard; None: when tensorboard is installed
 
     def scaled_milestones(self) -> list[int]:
         """The lr-drop epochs for this run's length (PaddleDetection's 90/120 of 140 for 140)."""

@@ -18,24 +18,38 @@ def class_color(label: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+def draw_detections(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None, labels: np.ndarray,
                     class_names: Sequence[str], thickness: int | None = None) -> np.ndarray:
-    """A copy of the RGB ``image`` with each xyxy box, its class name and score drawn."""
+    """A copy of the RGB ``image`` with each xyxy box, its class name and score drawn
+    (``scores=None``: the class name alone, for ground-truth boxes)."""
     canvas = np.ascontiguousarray(image.copy())
     scale = max(canvas.shape[:2]) / 640
     thickness = thickness or max(1, round(2 * scale))
     font_scale = max(0.35, 0.5 * scale)
-    for box, score, label in zip(np.asarray(boxes), np.asarray(scores), np.asarray(labels)):
+    labels = np.asarray(labels)
+    scores = [None] * len(labels) if scores is None else np.asarray(scores)
+    for box, score, label in zip(np.asarray(boxes), scores, labels):
         x1, y1, x2, y2 = (int(round(v)) for v in box)
         color = class_color(int(label))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness)
-        text = f"{class_names[int(label)]} {score:.2f}"
+        text = class_names[int(label)] + ("" if score is None else f" {score:.2f}")
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1
         cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), color, -1)
         cv2.putText(canvas, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                     (0, 0, 0), 1, cv2.LINE_AA)
     return canvas
+
+
+def truth_beside_prediction(image: np.ndarray, true_boxes: np.ndarray, true_labels: np.ndarray,
+                            boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                            class_names: Sequence[str]) -> np.ndarray:
+    """The RGB ``image`` twice, side by side: its ground-truth boxes (left) and the detections
+    (right), separated by a white band."""
+    truth = draw_detections(image, true_boxes, None, true_labels, class_names)
+    prediction = draw_detections(image, boxes, scores, labels, class_names)
+    band = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    return np.concatenate([truth, band, prediction], axis=1)  # [H, 2W + 4, 3]
 
 
 def heatmap_overlay(image: np.ndarray, heatmaps: np.ndarray, opacity: float = 0.7) -> np.ndarray:

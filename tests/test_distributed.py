@@ -144,6 +144,7 @@ def test_torchrun_two_processes_with_sync_bn_equal_one_process_with_the_total_ba
         assert torch.equal(ranks[0][key], ranks[1][key]), key  # the processes hold one model
         torch.testing.assert_close(ranks[0][key], value, rtol=1e-4, atol=1e-5, msg=key)
     assert epoch_losses(tmp_path / "ddp") == pytest.approx(epoch_losses(tmp_path / "single"), rel=1e-4)
+    assert len(list((tmp_path / "ddp" / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0 alone logs
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..data.coco import CocoDetection, collate
+from ..data.coco import CocoDetection, coco_from_dict, collate
 from .predict import Detector
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -35,17 +35,26 @@ def evaluate(detector: Detector, dataset: CocoDetection, batch_size: int = 4, wo
 
 def coco_metrics(coco_gt, detections: list[dict]) -> dict[str, float]:
     """pycocotools' bbox metrics; all zero when there is no detection at all."""
-    if not detections:
-        return {name: 0.0 for name in METRIC_NAMES}
+    evaluator = run_cocoeval(coco_gt, detections)
+    with contextlib.redirect_stdout(io.StringIO()):
+        evaluator.summarize()
+    return {name: float(max(value, 0.0)) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+
+
+def run_cocoeval(coco_gt, detections: list[dict]):
+    """pycocotools' ``COCOeval`` of ``detections`` (COCO result dicts), evaluated and accumulated
+    (its ``eval["precision"]`` filled), without its prints. No detection at all scores zero."""
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(detections)
+        if detections:
+            coco_dt = coco_gt.loadRes(detections)
+        else:  # loadRes refuses an empty list
+            coco_dt = coco_from_dict({**coco_gt.dataset, "annotations": []})
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
         evaluator.evaluate()
         evaluator.accumulate()
-        evaluator.summarize()
-    return {name: float(max(value, 0.0)) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+    return evaluator
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

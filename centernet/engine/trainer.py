@@ -7,6 +7,10 @@ A run folder holds everything a run makes::
                        RNG states, config); written atomically, by rank 0 only
     metrics.csv        one row per epoch: losses, lr, speed, COCO metrics
     losses.png, map.png
+    tensorboard/       losses and lr per step, COCO metrics and 4 drawn val images per validation
+                       (``train.tensorboard``; on when the tensorboard package is installed)
+    per_class_ap.csv, pr_curves.png, confusion_matrix.png, confusion_matrix.csv
+                       where best.pt goes wrong on the val split, class by class (``analysis``)
 
 One optimizer step takes ``accumulate`` micro-batches of ``batch_size`` images in each of the
 ``world_size`` processes. The images of a step and its loss do not depend on how the step is
@@ -54,6 +58,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .distributed import EpochBatchSampler, Process
 from .evaluate import METRIC_NAMES, evaluate, format_metrics
 from .predict import Detector, select_device
+from .tensorboard_logger import TensorBoardLogger, tensorboard_wanted, validation_pictures
 
 LOSS_NAMES = ["loss", "heatmap_loss", "wh_loss", "offset_loss"]
 CSV_FIELDS = ["epoch", "lr", *LOSS_NAMES, "images_per_s", "epoch_s", *METRIC_NAMES]
@@ -185,6 +190,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         train = config.train
         _check_train_config(train)
+        self.tensorboard = tensorboard_wanted(train.tensorboard)
+        self.board: TensorBoardLogger | None = None  # open during fit, in the main process
         self.process, self.device = distributed.init_distributed(select_device(train.device))
         self.progress = progress and self.process.is_main
         if not self.process.is_main:
@@ -302,8 +309,7 @@ class Trainer:
         train = self.config.train
         self.model.train()
         self.train_set.set_epoch(epoch)
-        sampler = EpochBatchSampler(len(self.train_set), train.batch_size, train.seed, epoch, self.process.rank,
-                                    self.process.world_size, train.accumulate, start_step)
+        sampler = self._sampler(epoch, start_step)
         loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.config.data.workers,
                             collate_fn=collate, generator=torch.Generator().manual_seed(train.seed * 100_003 + epoch))
         totals = dict(totals or {name: 0.0 for name in [*LOSS_NAMES, "images", "steps", "seconds"]})
@@ -319,6 +325,9 @@ class Trainer:
             totals["steps"] += 1
             totals["seconds"] = seconds + time.perf_counter() - start
             bar.update(1)
+            if self.board:
+                self.board.log_step(epoch * steps + step, {name: losses[name] for name in LOSS_NAMES},
+                                    self.optimizer.param_groups[0]["lr"])
             bar.set_postfix(loss=f"{losses['loss']:.3f}", hm=f"{losses['heatmap_loss']:.3f}",
                             wh=f"{losses['wh_loss']:.2f}", off=f"{losses['offset_loss']:.3f}",
                             img_s=f"{totals['images'] / totals['seconds']:.1f}")
@@ -331,6 +340,11 @@ class Trainer:
         row.update(images_per_s=totals["images"] / max(totals["seconds"], 1e-9), epoch_s=totals["seconds"])
         return row
 
+    def _sampler(self, epoch: int, start_step: int = 0) -> EpochBatchSampler:
+        train = self.config.train
+        return EpochBatchSampler(len(self.train_set), train.batch_size, train.seed, epoch, self.process.rank,
+                                 self.process.world_size, train.accumulate, start_step)
+
     def eval_model(self) -> torch.nn.Module:
         """The weights validation and ``best.pt`` use: the EMA when it is on."""
         if not self.ema:
@@ -339,23 +353,51 @@ class Trainer:
         model.load_state_dict(self.ema.state_dict())
         return model
 
-    def validate(self) -> dict[str, float]:
+    def validate(self) -> tuple[dict[str, float], list[dict]]:
+        """COCO metrics on the val split and the detections (COCO result dicts) they score."""
         detector = Detector(self.eval_model(), class_names=self.train_set.class_names,
                             input_size=self.config.data.input_size, keep_res=self.config.data.eval_keep_res,
                             flip=self.config.train.flip_test, device=self.device)
-        metrics, _ = evaluate(detector, self.val_set, workers=0, progress=self.progress)
+        metrics, detections = evaluate(detector, self.val_set, workers=0, progress=self.progress)
         self.model.train()
-        return metrics
+        return metrics, detections
+
+    def analyze(self, detections: list[dict] | None = None) -> None:
+        """Write ``analysis.ANALYSIS_FILES`` of best.pt on the val split into the run folder, from
+        its ``detections`` when at hand (the last validation's, when it made best.pt), else from a
+        validation of best.pt (a run does not hold on to them: on COCO val, half a million dicts)."""
+        from .analysis import analyze
+
+        if detections is None:
+            detector = Detector.from_checkpoint(self.run_dir / "best.pt", device=self.device,
+                                                flip=self.config.train.flip_test)
+            _, detections = evaluate(detector, self.val_set, workers=0, progress=self.progress)
+        table = analyze(self.val_set.coco, detections, self.run_dir)
+        if self.progress:
+            print(f"best.pt on the val split, per class:\n{table}")
 
     # -- the run ----------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
+        steps = len(self._sampler(0).plan)  # optimizer steps per epoch
+        if self.process.is_main and self.tensorboard:
+            self.board = TensorBoardLogger(self.run_dir / "tensorboard", self.start_epoch * steps + self.start_step)
+        try:
+            return self._fit(steps)
+        finally:
+            if self.board:
+                self.board.close()
+                self.board = None
+
+    def _fit(self, steps: int) -> dict[str, Any]:
         train = self.config.train
         main = self.process.is_main
         csv_path = self.run_dir / "metrics.csv"
         if main:
             _keep_csv_rows(csv_path, self.start_epoch)
         metrics: dict[str, float] = {}
+        improved = False
         for epoch in range(self.start_epoch, train.epochs):
+            detections = None  # the val detections of this epoch, when it validates
             lr = self.optimizer.param_groups[0]["lr"]
             resuming = epoch == self.start_epoch
             row = self.train_one_epoch(epoch, self.start_step if resuming else 0,
@@ -366,9 +408,12 @@ class Trainer:
             metrics = {}
             if self.val_set is not None and (due or last):
                 if main:
-                    metrics = self.validate()
+                    metrics, detections = self.validate()
                     if self.progress:
                         print(format_metrics(metrics))
+                    if self.board:
+                        self.board.log_validation((epoch + 1) * steps, metrics,
+                                                  validation_pictures(self.val_set, detections))
                 distributed.barrier()
             if not main:
                 continue
@@ -385,6 +430,8 @@ class Trainer:
             save_checkpoint(state, self.run_dir / "last.pt")
             from ..viz import plot_metrics
             plot_metrics(csv_path, self.run_dir)
+        if main and self.val_set is not None and (self.run_dir / "best.pt").exists():
+            self.analyze(detections if improved else None)
         distributed.barrier()
         return {"run_dir": str(self.run_dir), "best_ap": self.best_ap, "last_metrics": metrics, "is_main": main}
 
