@@ -1,4 +1,4 @@
-"""`centernet train | check-data | eval | predict | convert-data | synth | models`: a thin layer over the Python API."""
+"""`centernet train | check-data | eval | predict | convert | convert-data | synth | models`: a thin layer over the Python API."""
 
 from __future__ import annotations
 
@@ -184,6 +184,13 @@ def cmd_convert_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .weights.convert import convert_weights
+
+    print(convert_weights(args.source, args.out, model=args.model, num_classes=args.num_classes))
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import generate_dataset
 
@@ -322,6 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", help="class names file, one per line (default: labels.txt / classes.txt / data.yaml)")
     p.add_argument("--out", required=True, help="COCO json to write")
     p.set_defaults(func=cmd_convert_data)
+
+    p = commands.add_parser("convert", help="write a .pdparams / .pth / checkpoint as .safetensors (loads without pickle)")
+    p.add_argument("source", help=".pdparams, original CenterNet .pth, a centernet checkpoint or .safetensors")
+    p.add_argument("out", help="the .safetensors file to write (atomically)")
+    p.add_argument("--model", help="check that the weights fit this model strictly before writing (see `centernet models`)")
+    p.add_argument("--num-classes", type=int, default=80, help="with --model")
+    p.set_defaults(func=cmd_convert)
 
     p = commands.add_parser("synth", help="generate the synthetic COCO-format data set")
     p.add_argument("--out", required=True, help="output folder")
