@@ -10,6 +10,9 @@ Commands:
                                     print parameter counts checked against the reference table
   reference MODEL --out DIR         random but non-trivial weights -> DIR/<model>.pdparams, and the
                                     raw head outputs for fixed inputs -> DIR/<model>.npz
+  backbone MODEL --out DIR          an ImageNet-style backbone file -> DIR/<model>_imagenet.pdparams,
+                                    loaded by ppdet's load_pretrain_weight into a fresh model: the keys
+                                    it set and the backbone's float64 features -> DIR/<model>_backbone.npz
 """
 
 import argparse
@@ -240,6 +243,54 @@ def make_reference(name, out_dir, sizes, seed=0):
               f"{arrays[f'detections_{i}'][0, 0, 1]:.4f}; float32 vs float64 {rounding:.2e}")
 
 
+# The ImageNet classifier's own layers that each row's pretrained file carries beside the backbone.
+CLASSIFIER_KEYS = {
+    "centernet_dla34": ["fc.weight", "fc.bias"],
+    "centernet_r50": ["fc.weight", "fc.bias"],
+    "centernet_mbv1": ["out.weight", "out.bias"],
+    "centernet_mbv3_small": ["last_second_conv.conv.weight", "last_second_conv.bn._mean", "last_conv.weight",
+                             "out.weight", "out.bias"],
+    "centernet_mbv3_large": ["last_second_conv.conv.weight", "last_second_conv.bn._variance", "last_conv.weight",
+                             "out.weight", "out.bias"],
+    "centernet_shufflenetv2": ["_last_conv._conv.weight", "_last_conv._batch_norm.weight", "_fc.weight", "_fc.bias"],
+}
+
+
+def make_backbone_reference(name, out_dir, size, seed=0):
+    """PaddleDetection's start from ImageNet weights, for ``test_paddle_backbone``.
+
+    A model with non-trivial random weights gives its backbone state dict, as the pretrained files
+    hold it (no ``backbone.`` prefix, no DCN offset convs, plus classifier layers), to
+    ``<name>_imagenet.pdparams``. ``ppdet.utils.checkpoint.load_pretrain_weight`` loads that file into
+    a fresh model; ``<name>_backbone.npz`` holds the keys whose values it changed (``loaded``), the
+    input image and that backbone's float64 features (``feature_i``) in eval mode.
+    """
+    from ppdet.utils.checkpoint import load_pretrain_weight
+
+    source = build(name, seed)
+    image = fixed_images(size, seed)
+    randomize(source, image, seed)
+    state = {k: v for k, v in source.backbone.state_dict().items() if "conv_offset" not in k}
+    rng = np.random.default_rng(seed)
+    state.update({k: paddle.to_tensor(rng.normal(size=16).astype("float32")) for k in CLASSIFIER_KEYS[name]})
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"{name}_imagenet.pdparams")
+    paddle.save(state, path)
+
+    model = build(name, seed + 1)
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    load_pretrain_weight(model, path)
+    loaded = [k for k, v in model.state_dict().items() if not np.array_equal(v.numpy(), before[k])]
+    model.eval()
+    model.to(dtype="float64")
+    with paddle.no_grad():
+        features = model.backbone({"image": paddle.to_tensor(image.astype("float64"))})
+    arrays = {f"feature_{i}": feature.numpy() for i, feature in enumerate(features)}
+    np.savez(os.path.join(out_dir, f"{name}_backbone.npz"), image=image, loaded=np.array(loaded), **arrays)
+    print(f"{name}: {len(state)} file entries, {len(loaded)} model tensors set by load_pretrain_weight, "
+          f"{len(features)} features -> {out_dir}")
+
+
 def parse_size(text):
     """'2x256x256' -> (2, 256, 256)."""
     parts = [int(p) for p in text.lower().split("x")]
@@ -262,6 +313,11 @@ def main(argv=None):
     reference.add_argument("--sizes", nargs="+", type=parse_size,
                            default=[(1, 512, 512), (1, 384, 640)], help="BxHxW per input")
     reference.add_argument("--seed", type=int, default=0)
+    backbone = sub.add_parser("backbone", help="ImageNet-style backbone file + what ppdet loads from it")
+    backbone.add_argument("model", choices=list(ZOO))
+    backbone.add_argument("--out", required=True)
+    backbone.add_argument("--size", type=parse_size, default=(1, 128, 128), help="BxHxW of the input")
+    backbone.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     paddle.set_device("cpu")
@@ -269,6 +325,9 @@ def main(argv=None):
         os.makedirs(args.out, exist_ok=True)
         ok = [dump_keys(name, args.out) for name in args.models]
         return 0 if all(ok) else 1
+    if args.command == "backbone":
+        make_backbone_reference(args.model, args.out, args.size, args.seed)
+        return 0
     make_reference(args.model, args.out, args.sizes, args.seed)
     return 0
 

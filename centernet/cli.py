@@ -1,4 +1,4 @@
-"""`centernet train | check-data | eval | predict | convert-data | synth | models`: a thin layer over the Python API."""
+"""`centernet train | check-data | eval | predict | convert | convert-data | synth | models`: a thin layer over the Python API."""
 
 from __future__ import annotations
 
@@ -41,12 +41,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .engine.trainer import train
 
     config = load_config(args.config) if args.config else Config()
-    pretrained = args.pretrained
+    if args.pretrained is not None and args.pretrained_backbone is not None:
+        raise ValueError("--pretrained sets the whole model and --pretrained-backbone only its backbone: give one")
+    pretrained, pretrained_backbone = args.pretrained, args.pretrained_backbone
     if pretrained == "":  # --pretrained without a path: the zoo row's published COCO weights
         from .weights.hub import zoo_weights
 
         pretrained = str(zoo_weights(args.model or config.model.name, progress=not args.quiet))
-    config.override("model", name=args.model, pretrained=pretrained, head_planes=args.head_planes)
+    if pretrained_backbone == "":  # without a path: the ImageNet backbone PaddleDetection starts the row from
+        from .weights.hub import backbone_weights
+
+        pretrained_backbone = str(backbone_weights(args.model or config.model.name, progress=not args.quiet))
+    config.override("model", name=args.model, pretrained=pretrained, pretrained_backbone=pretrained_backbone,
+                    head_planes=args.head_planes)
     run_dir = args.run_dir or str(Path("runs") / config.model.name)
     train_images, train_ann = _data_split(args.data, "train", Path(run_dir) / "data")
     val_images, val_ann = _data_split(args.data, "val", Path(run_dir) / "data")
@@ -195,6 +202,13 @@ def cmd_convert_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .weights.convert import convert_weights
+
+    print(convert_weights(args.source, args.out, model=args.model, num_classes=args.num_classes))
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import generate_dataset
 
@@ -257,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial weights (.pdparams, .pth or a centernet checkpoint); without a path, the "
                         "model's published COCO weights (downloaded once to ~/.cache/centernet or $CENTERNET_HOME). "
                         "Another class count keeps all but the heatmap classifier")
+    p.add_argument("--pretrained-backbone", nargs="?", const="",
+                   help="ImageNet weights for the backbone alone (PaddleDetection's pretrain_weights file, a "
+                        ".pdparams / .pth / .safetensors); without a path, the file PaddleDetection trains the "
+                        "model from (downloaded once to the cache). Neck and head start from their initialisation")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--run-dir", help="output folder (default runs/<model>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from last.pt")
@@ -338,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--names", help="class names file, one per line (default: labels.txt / classes.txt / data.yaml)")
     p.add_argument("--out", required=True, help="COCO json to write")
     p.set_defaults(func=cmd_convert_data)
+
+    p = commands.add_parser("convert", help="write a .pdparams / .pth / checkpoint as .safetensors (loads without pickle)")
+    p.add_argument("source", help=".pdparams, original CenterNet .pth, a centernet checkpoint or .safetensors")
+    p.add_argument("out", help="the .safetensors file to write (atomically)")
+    p.add_argument("--model", help="check that the weights fit this model strictly before writing (see `centernet models`)")
+    p.add_argument("--num-classes", type=int, default=80, help="with --model")
+    p.set_defaults(func=cmd_convert)
 
     p = commands.add_parser("synth", help="generate the synthetic COCO-format data set")
     p.add_argument("--out", required=True, help="output folder")

@@ -7,11 +7,12 @@ import threading
 
 import pytest
 import torch
+from test_backbone_weights import imagenet_file
 
 from centernet.cli import main
 from centernet.models import create_model
 from centernet.weights import hub
-from centernet.weights.hub import DownloadError, download, zoo_weights
+from centernet.weights.hub import DownloadError, backbone_weights, download, zoo_weights
 
 MODEL = "centernet_mbv3_small"
 
@@ -105,3 +106,34 @@ def test_zoo_urls_are_paddledetections():
         "https://bj.bcebos.com/v1/paddledet/models/centernet_dla34_140e_coco.pdparams"
     with pytest.raises(ValueError, match="no published weights"):
         zoo_weights("centernet_nonexistent")
+
+
+def test_pretrained_backbone_downloads_the_imagenet_file(served, cache, monkeypatch, capsys):
+    base, root, _ = served
+    state = imagenet_file(root / "backbone.pdparams", MODEL)
+    monkeypatch.setitem(hub.BACKBONE_URLS, MODEL, f"{base}/backbone.pdparams")
+    model = create_model(MODEL, num_classes=3, pretrained_backbone=True)
+    assert [p.name for p in cache.iterdir()] == ["backbone.pdparams"]
+    for key, value in model.backbone.state_dict().items():
+        if not key.endswith("num_batches_tracked"):
+            assert torch.equal(value, state[key]), key
+    assert backbone_weights(MODEL, progress=False) == cache / "backbone.pdparams"
+
+    url = f"{base}/missing.pdparams"  # offline / gone: the CLI names the URL and where to put the file
+    monkeypatch.setitem(hub.BACKBONE_URLS, MODEL, url)
+    assert main(["train", "--model", MODEL, "--pretrained-backbone", "--data", "nowhere", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert url in error and str(cache / "missing.pdparams") in error
+
+
+def test_backbone_urls_are_paddledetections():
+    """configs/centernet: _base_/centernet_dla34.yml, _base_/centernet_r50.yml and the mobile rows."""
+    assert set(hub.BACKBONE_URLS) == set(hub.ZOO_URLS)
+    assert hub.BACKBONE_URLS["centernet_dla34"] == \
+        "https://bj.bcebos.com/v1/paddledet/models/pretrained/DLA34_pretrain.pdparams"
+    assert hub.BACKBONE_URLS["centernet_r50"] == \
+        "https://paddledet.bj.bcebos.com/models/pretrained/ResNet50_vd_ssld_pretrained.pdparams"
+    assert hub.BACKBONE_URLS["centernet_mbv3_small"] == \
+        "https://paddledet.bj.bcebos.com/models/pretrained/MobileNetV3_small_x1_0_ssld_pretrained.pdparams"
+    with pytest.raises(ValueError, match="no published ImageNet backbone weights"):
+        backbone_weights("centernet_nonexistent")

@@ -12,8 +12,9 @@ import os
 import pickle
 import random
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 import torch
@@ -23,13 +24,16 @@ class CheckpointError(ValueError):
     """A checkpoint file that cannot be read as one of ours."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+@contextmanager
+def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary handle on a temporary file beside ``path``; when the block ends without error the
+    file is fsynced and renamed to ``path``, otherwise removed (``path`` is never half-written)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -41,6 +45,11 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    with atomic_open(path) as handle:
+        torch.save(state, handle)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

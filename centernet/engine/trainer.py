@@ -190,6 +190,9 @@ class Trainer:
         self.run_dir = Path(run_dir)
         train = config.train
         _check_train_config(train)
+        if config.model.pretrained and config.model.pretrained_backbone:
+            raise ValueError("model.pretrained sets the whole model and model.pretrained_backbone only its "
+                             "backbone: give one of them")
         self.tensorboard = tensorboard_wanted(train.tensorboard)
         self.board: TensorBoardLogger | None = None  # open during fit, in the main process
         self.process, self.device = distributed.init_distributed(select_device(train.device))
@@ -212,6 +215,11 @@ class Trainer:
             report = load_weights(self.model, config.model.pretrained, num_classes_mismatch="reinit")
             if report.reinitialized and self.process.is_main:
                 print(report)  # fine-tuning to another class count: say what was re-initialised
+        if config.model.pretrained_backbone:
+            from ..weights import load_backbone_weights
+            report = load_backbone_weights(self.model, config.model.pretrained_backbone)
+            if self.process.is_main:
+                print(report)  # ImageNet backbone: what loaded, what of the file had no place
         if train.sync_bn and self.process.distributed:
             self.model = distributed.convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device)

@@ -2,6 +2,8 @@
 
     path = zoo_weights("centernet_dla34")        # ~/.cache/centernet/centernet_dla34_140e_coco.pdparams
     model = create_model("centernet_dla34", pretrained=True)
+    path = backbone_weights("centernet_dla34")   # the ImageNet backbone the row was trained from
+    model = create_model("centernet_dla34", pretrained_backbone=True)
 
 The cache is ``$CENTERNET_HOME`` or ``~/.cache/centernet``. A download goes to a temporary file
 beside its destination and is renamed into place only after its size (and SHA-256, when known)
@@ -27,6 +29,18 @@ ZOO_URLS = {name: f"{_PADDLE_MODELS}/{name}_140e_coco.pdparams" for name in (
     "centernet_shufflenetv2")}
 # SHA-256 of the files, where known (PaddleDetection publishes none): filled in as they are verified.
 ZOO_SHA256: dict[str, str] = {}
+_PRETRAINED = "https://paddledet.bj.bcebos.com/models/pretrained"
+# The ImageNet-pretrained backbones PaddleDetection trains each row from: ``pretrain_weights`` of
+# configs/centernet/_base_/centernet_dla34.yml, _base_/centernet_r50.yml and the mobile rows' configs.
+BACKBONE_URLS = {
+    "centernet_dla34": "https://bj.bcebos.com/v1/paddledet/models/pretrained/DLA34_pretrain.pdparams",
+    "centernet_r50": f"{_PRETRAINED}/ResNet50_vd_ssld_pretrained.pdparams",
+    "centernet_mbv1": f"{_PRETRAINED}/MobileNetV1_pretrained.pdparams",
+    "centernet_mbv3_small": f"{_PRETRAINED}/MobileNetV3_small_x1_0_ssld_pretrained.pdparams",
+    "centernet_mbv3_large": f"{_PRETRAINED}/MobileNetV3_large_x1_0_ssld_pretrained.pdparams",
+    "centernet_shufflenetv2": f"{_PRETRAINED}/ShuffleNetV2_x1_0_pretrained.pdparams",
+}
+BACKBONE_SHA256: dict[str, str] = {}
 _CHUNK = 1 << 20
 
 
@@ -41,10 +55,20 @@ def cache_dir() -> Path:
 
 def zoo_weights(name: str, progress: bool = True) -> Path:
     """The cached path of zoo model ``name``'s COCO weights, downloading them the first time."""
-    if name not in ZOO_URLS:
-        raise ValueError(f"no published weights for {name!r}; models with weights: {', '.join(sorted(ZOO_URLS))}")
-    url = ZOO_URLS[name]
-    return download(url, cache_dir() / url.rsplit("/", 1)[-1], sha256=ZOO_SHA256.get(name), progress=progress)
+    return _cached(name, ZOO_URLS, ZOO_SHA256, "weights", progress)
+
+
+def backbone_weights(name: str, progress: bool = True) -> Path:
+    """The cached path of the ImageNet backbone weights zoo model ``name`` is trained from,
+    downloading them the first time."""
+    return _cached(name, BACKBONE_URLS, BACKBONE_SHA256, "ImageNet backbone weights", progress)
+
+
+def _cached(name: str, urls: dict[str, str], hashes: dict[str, str], what: str, progress: bool) -> Path:
+    if name not in urls:
+        raise ValueError(f"no published {what} for {name!r}; models with them: {', '.join(sorted(urls))}")
+    url = urls[name]
+    return download(url, cache_dir() / url.rsplit("/", 1)[-1], sha256=hashes.get(name), progress=progress)
 
 
 def download(url: str, dest: str | Path, sha256: str | None = None, size: int | None = None,

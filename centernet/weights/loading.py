@@ -1,9 +1,9 @@
 """``load_weights(model, path)``: PaddleDetection ``.pdparams``, original CenterNet ``.pth`` and our
 own checkpoints, read without running code from the file, mapped to our names, checked, loaded.
 
-The format is told by the file's content, not its name: a zip archive or a legacy torch pickle
-goes through ``torch.load(weights_only=True)``; any other pickle through the restricted
-:func:`read_pdparams`. A file whose keys or shapes do not fit the model raises
+The format is told by the file's content, not its name: a safetensors file (``centernet convert``
+writes them) is read without pickle; a zip archive or a legacy torch pickle goes through
+``torch.load(weights_only=True)``; any other pickle through the restricted :func:`read_pdparams`. A file whose keys or shapes do not fit the model raises
 :class:`WeightsMismatchError` listing them, and nothing is loaded: a file of another model never
 half-loads.
 """
@@ -23,8 +23,9 @@ from torch import nn
 
 from .mapping import looks_original, original_key, paddle_key, strip_prefix
 from .pdparams import UnsafeWeightsError, WeightsError, WeightsFormatError, read_pdparams
+from .safetensors_io import is_safetensors, read_safetensors
 
-__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights"]
+__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights", "load_state", "torch_layout"]
 
 # The first pickle of a pre-1.6 torch.save file is this magic number (protocol 2, LONG1 of 10 bytes).
 _LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -41,7 +42,7 @@ class LoadReport:
     """What :func:`load_weights` did."""
 
     path: str
-    source: str  # "paddle", "original" or "centernet"
+    source: str  # "paddle", "original", "centernet" or "safetensors"
     loaded: int  # tensors copied into the model
     missing: list[str] = field(default_factory=list)  # model keys the file lacks (strict=False)
     unexpected: list[str] = field(default_factory=list)  # file keys the model lacks
@@ -95,13 +96,17 @@ def read_weights(path) -> tuple[str, dict[str, torch.Tensor]]:
     """Read a weights file into ``(source, {our key: tensor})``.
 
     ``source`` is ``"paddle"`` (a ``.pdparams`` dict), ``"original"`` (an original CenterNet
-    checkpoint: ``{"epoch", "state_dict"}``, optional ``module.`` prefix) or ``"centernet"`` (our
-    checkpoint ``{"model", "ema", ...}``, the EMA weights when present, or a plain state dict).
-    Keys are already mapped to our names; entries with no place in a detector are dropped.
+    checkpoint: ``{"epoch", "state_dict"}``, optional ``module.`` prefix), ``"centernet"`` (our
+    checkpoint ``{"model", "ema", ...}``, the EMA weights when present, or a plain state dict) or
+    ``"safetensors"`` (a file of ``centernet convert``: our names, PyTorch layout). Keys are already
+    mapped to our names; entries with no place in a detector are dropped. Paddle's Linear weights
+    keep Paddle's [in, out] layout (:func:`torch_layout` turns them, given the model).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    if is_safetensors(path):
+        return "safetensors", {strip_prefix(k): v for k, v in read_safetensors(path)[1].items()}
     if not _is_torch_file(path):
         arrays = read_pdparams(path)
         return "paddle", {paddle_key(k): torch.from_numpy(np.ascontiguousarray(v))
@@ -143,7 +148,7 @@ def _reinitialise(weight: torch.Tensor, bias: torch.Tensor) -> None:
 
 
 def load_weights(model: nn.Module, path, strict: bool = True, num_classes_mismatch: str = "error") -> LoadReport:
-    """Load a ``.pdparams`` / ``.pth`` / checkpoint file into ``model`` in place.
+    """Load a ``.pdparams`` / ``.pth`` / checkpoint / ``.safetensors`` file into ``model`` in place.
 
     With ``strict=True`` every parameter and buffer of the model must come from the file (BatchNorm
     ``num_batches_tracked`` excepted) and every file entry must fit one, with the same shape;
@@ -155,14 +160,25 @@ def load_weights(model: nn.Module, path, strict: bool = True, num_classes_mismat
     last conv is the file's only misfit in its class count, everything else loads (strictly if
     asked) and that conv is re-initialised (bias -2.19); the report's line says so.
     """
-    if num_classes_mismatch not in ("error", "reinit"):
-        raise ValueError(f"num_classes_mismatch must be 'error' or 'reinit', got {num_classes_mismatch!r}")
     path = Path(path)
     source, weights = read_weights(path)
-    if source == "paddle":  # Paddle stores Linear weights [in, out]
-        for key in _linear_weights(model) & weights.keys():
-            weights[key] = weights[key].t()
+    return load_state(model, torch_layout(model, source, weights), source, path, strict, num_classes_mismatch)
 
+
+def torch_layout(model: nn.Module, source: str, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``weights`` as PyTorch lays them out for ``model``: Paddle stores Linear weights [in, out]."""
+    if source != "paddle":
+        return weights
+    linear = _linear_weights(model) & weights.keys()
+    return {k: v.t() if k in linear else v for k, v in weights.items()}
+
+
+def load_state(model: nn.Module, weights: dict[str, torch.Tensor], source: str, path, strict: bool = True,
+               num_classes_mismatch: str = "error") -> LoadReport:
+    """:func:`load_weights` for weights already read and in PyTorch layout (``source`` and ``path``
+    name them in the report and errors)."""
+    if num_classes_mismatch not in ("error", "reinit"):
+        raise ValueError(f"num_classes_mismatch must be 'error' or 'reinit', got {num_classes_mismatch!r}")
     target = model.state_dict()
     reinit = _heatmap_classifier(model, weights, target) if num_classes_mismatch == "reinit" else []
     file_classes = int(weights[reinit[0]].shape[0]) if reinit else None

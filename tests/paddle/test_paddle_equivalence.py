@@ -16,13 +16,10 @@ Run with ``pytest -m paddle tests/paddle``; skipped when ``.venv-paddle`` is abs
 (``scripts/setup_paddle_env.sh`` makes it).
 """
 
-import subprocess
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
+from reference_env import MODELS, run_reference
 
 import centernet
 from centernet.decode import decode
@@ -30,12 +27,7 @@ from centernet.models import create_model, list_models
 
 pytestmark = pytest.mark.paddle
 
-ROOT = Path(__file__).resolve().parents[2]
-PADDLE_PYTHON = ROOT / ".venv-paddle" / "bin" / "python"
-REFERENCE = ROOT / "benchmarks" / "paddle_reference.py"
 SIZES = ["2x256x256", "1x192x320"]  # a batch, and a non-square input
-MODELS = ["centernet_dla34", "centernet_r50", "centernet_mbv1", "centernet_mbv3_small",
-          "centernet_mbv3_large", "centernet_shufflenetv2"]
 MAPS = [("heatmap", "heatmap"), ("wh", "size"), ("offset", "offset")]  # ours, Paddle's
 
 
@@ -43,14 +35,10 @@ MAPS = [("heatmap", "heatmap"), ("wh", "size"), ("offset", "offset")]  # ours, P
 def reference(request, tmp_path_factory):
     """(our model with the Paddle weights loaded, the reference arrays) for one zoo row."""
     name = request.param
-    if not PADDLE_PYTHON.exists():
-        pytest.skip(f"no paddle reference env at {PADDLE_PYTHON} (run scripts/setup_paddle_env.sh)")
     if name not in list_models():
         pytest.skip(f"{name} is not in our zoo yet")
     out = tmp_path_factory.mktemp(name)
-    run = subprocess.run([str(PADDLE_PYTHON), str(REFERENCE), "reference", name, "--out", str(out),
-                          "--sizes", *SIZES], capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, f"paddle reference failed:\n{run.stdout}\n{run.stderr[-3000:]}"
+    run_reference("reference", name, "--out", out, "--sizes", *SIZES)
     model = create_model(name).eval()
     report = centernet.load_weights(model, out / f"{name}.pdparams")
     assert report.source == "paddle" and not report.problems()
