@@ -94,6 +94,15 @@ def _scales(text: str) -> tuple[float, ...]:
     return scales
 
 
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """eval / predict: which model and weights."""
+    p.add_argument("--weights", help="checkpoint (best.pt / last.pt); with --model, a .pdparams or .pth file")
+    p.add_argument("--model", help="zoo model name (see `centernet models`), with --pretrained or --weights")
+    p.add_argument("--pretrained", action="store_true",
+                   help="with --model: PaddleDetection's published COCO weights (80 classes), downloaded "
+                        "once to ~/.cache/centernet or $CENTERNET_HOME")
+
+
 def _add_test_flags(p: argparse.ArgumentParser) -> None:
     """eval / predict: test-time augmentation, size, batch and device."""
     p.add_argument("--flip", action="store_true", help="flip test")
@@ -107,18 +116,30 @@ def _add_test_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _detector(args: argparse.Namespace, **options):
-    """The ``Detector`` of ``--weights CHECKPOINT``."""
+    """The ``Detector`` of ``--weights CHECKPOINT``, or of ``--model NAME`` with ``--pretrained`` (the
+    published COCO weights) or ``--weights FILE`` (.pdparams / .pth)."""
     from .engine.predict import Detector
 
     options.update(device=args.device, flip=args.flip, scales=args.scales, merge=args.merge)
     if args.input_size:
         options["input_size"] = args.input_size
+    if args.model:
+        if args.pretrained == bool(args.weights):
+            raise ValueError(f"--model {args.model}: give --pretrained (the published COCO weights) or "
+                             f"--weights FILE (.pdparams / .pth), one of the two")
+        return Detector.from_pretrained(args.model, weights=args.weights, **options)
+    if args.pretrained:
+        raise ValueError("--pretrained: name the model with --model NAME (see `centernet models`)")
+    if not args.weights:
+        raise ValueError("give --weights CHECKPOINT, or --model NAME with --pretrained or --weights FILE")
     return Detector.from_checkpoint(args.weights, **options)
 
 
 def _out_dir(args: argparse.Namespace, name: str) -> Path:
-    """``--out``, else ``name`` beside the checkpoint."""
-    return Path(args.out) if args.out else Path(args.weights).parent / name
+    """``--out``, else ``name`` beside the checkpoint, or in ``runs/<model>`` for a model by name."""
+    if args.out:
+        return Path(args.out)
+    return (Path("runs") / args.model if args.model else Path(args.weights).parent) / name
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -150,9 +171,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.backend == "onnx":
         from .export import OnnxDetector
 
-        for flag, used in (("--flip", args.flip), ("--scales", args.scales != (1.0,))):
+        for flag, used in (("--flip", args.flip), ("--scales", args.scales != (1.0,)), ("--model", args.model)):
             if used:
                 raise ValueError(f"{flag}: the ONNX backend runs the exported graph alone; use --backend torch")
+        if not args.weights:
+            raise ValueError("--backend onnx: give the exported file as --weights")
         size = {"input_size": args.input_size} if args.input_size else {}
         detector = OnnxDetector(args.weights, score_threshold=args.score_threshold, **size)
     else:
@@ -293,14 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="also list each image without annotations")
     p.set_defaults(func=cmd_check_data)
 
-    p = commands.add_parser("eval", help="COCO mAP of a checkpoint on a COCO-format split")
-    p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")
+    p = commands.add_parser("eval", help="COCO mAP of a checkpoint or a zoo model on a COCO-format split")
+    _add_model_flags(p)
     p.add_argument("--data", help="folder with <split>/images and <split>/annotations.json")
     p.add_argument("--split", default="val")
     p.add_argument("--images")
     p.add_argument("--ann")
     _add_test_flags(p)
-    p.add_argument("--out", help="output folder (default: eval/ beside the weights)")
+    p.add_argument("--out", help="output folder (default: eval/ beside the weights, runs/<model>/eval with --model)")
     p.set_defaults(func=cmd_eval)
 
     p = commands.add_parser("predict", help="detect objects in images, a folder, a video or a camera and draw them")
@@ -309,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heatmap", action="store_true",
                    help="also save <name>_heatmap.jpg: the class heatmaps (what the model sees) over each image")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")
-    p.add_argument("--out", help="output folder (default: predictions/ beside the weights)")
+    _add_model_flags(p)
+    p.add_argument("--out", help="output folder (default: predictions/ beside the weights, "
+                                 "runs/<model>/predictions with --model)")
     p.add_argument("--score-threshold", type=float, default=0.3)
     _add_test_flags(p)
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",

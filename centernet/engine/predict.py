@@ -103,6 +103,20 @@ class Detector:
         kwargs.setdefault("keep_res", config.data.eval_keep_res)
         return cls(model, class_names=class_names, device=device, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, name: str, weights: str | Path | None = None, num_classes: int = 80,
+                        device: str | torch.device | None = "auto", **kwargs) -> "Detector":
+        """A detector of zoo model ``name`` (``centernet.list_models()``) with PaddleDetection's
+        published COCO weights (downloaded once, see ``centernet.weights.hub``), or with ``weights``
+        (a ``.pdparams``, original CenterNet ``.pth`` or checkpoint file). 80 classes get COCO's names.
+
+            detector = centernet.Detector.from_pretrained("centernet_dla34", score_threshold=0.3)
+        """
+        from ..models import create_model
+
+        model = create_model(name, num_classes=num_classes, weights=weights, pretrained=weights is None)
+        return cls(model, device=device, **kwargs)
+
     @torch.inference_mode()
     def detect_images(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
         """Detections for RGB uint8 arrays ``[H, W, 3]`` (see the module docstring)."""
