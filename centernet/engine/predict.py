@@ -54,8 +54,8 @@ class Detector:
         detections = centernet.Detector(model, score_threshold=0.3)("street.jpg")
     """
 
-    scales: tuple[float, ...] = (1.0,)
-    merge: str = "soft-nms"
+    scales: tuple[float, ...] = (1.0,)  # class defaults too, for subclasses with their own __init__
+    merge: str = "soft-nms"  # (OnnxDetector)
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str] | None = None,
                  input_size: tuple[int, int] = (512, 512), keep_res: bool = True, flip: bool = False,
