@@ -96,27 +96,82 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .data.coco import CocoDetection
-    from .data.transforms import EvalTransform
-    from .engine.evaluate import evaluate, format_metrics, save_metrics
+def _scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        scales = ()
+    if not scales or not all(0 < scale < float("inf") for scale in scales):
+        raise argparse.ArgumentTypeError(f"scales {text!r}: give positive numbers separated by commas "
+                                         f"(e.g. 0.5,0.75,1,1.25,1.5)")
+    return scales
+
+
+def _add_model_flags(p: argparse.ArgumentParser) -> None:
+    """eval / predict: which model and weights."""
+    p.add_argument("--weights", help="checkpoint (best.pt / last.pt); with --model, a .pdparams or .pth file")
+    p.add_argument("--model", help="zoo model name (see `centernet models`), with --pretrained or --weights")
+    p.add_argument("--pretrained", action="store_true",
+                   help="with --model: PaddleDetection's published COCO weights (80 classes), downloaded "
+                        "once to ~/.cache/centernet or $CENTERNET_HOME")
+
+
+def _add_test_flags(p: argparse.ArgumentParser) -> None:
+    """eval / predict: test-time augmentation, size, batch and device."""
+    p.add_argument("--flip", action="store_true", help="flip test")
+    p.add_argument("--scales", type=_scales, default=(1.0,), metavar="S1,S2,...",
+                   help="multi-scale test: run each image resized by each scale and merge (e.g. 0.5,0.75,1,1.25,1.5)")
+    p.add_argument("--merge", choices=["soft-nms", "nms"], default="soft-nms",
+                   help="how detections of several --scales are merged per class (default soft-nms)")
+    p.add_argument("--input-size", type=_input_size)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--device")
+
+
+def _detector(args: argparse.Namespace, **options):
+    """The ``Detector`` of ``--weights CHECKPOINT``, or of ``--model NAME`` with ``--pretrained`` (the
+    published COCO weights) or ``--weights FILE`` (.pdparams / .pth)."""
     from .engine.predict import Detector
 
-    detector = Detector.from_checkpoint(args.weights, device=args.device, flip=args.flip,
-                                        **({"input_size": args.input_size} if args.input_size else {}))
+    options.update(device=args.device, flip=args.flip, scales=args.scales, merge=args.merge)
+    if args.input_size:
+        options["input_size"] = args.input_size
+    if args.model:
+        if args.pretrained == bool(args.weights):
+            raise ValueError(f"--model {args.model}: give --pretrained (the published COCO weights) or "
+                             f"--weights FILE (.pdparams / .pth), one of the two")
+        return Detector.from_pretrained(args.model, weights=args.weights, **options)
+    if args.pretrained:
+        raise ValueError("--pretrained: name the model with --model NAME (see `centernet models`)")
+    if not args.weights:
+        raise ValueError("give --weights CHECKPOINT, or --model NAME with --pretrained or --weights FILE")
+    return Detector.from_checkpoint(args.weights, **options)
+
+
+def _out_dir(args: argparse.Namespace, name: str) -> Path:
+    """``--out``, else ``name`` beside the checkpoint, or in ``runs/<model>`` for a model by name."""
+    if args.out:
+        return Path(args.out)
+    return (Path("runs") / args.model if args.model else Path(args.weights).parent) / name
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data.coco import CocoDetection
+    from .engine.evaluate import evaluate, format_metrics, save_metrics
+
+    detector = _detector(args)
     images, ann = _data_split(args.data, args.split)
     images, ann = args.images or images, args.ann or ann
     if not images or not ann:
         raise SystemExit("centernet eval: give --data DIR (with DIR/val/images and DIR/val/annotations.json) "
                          "or --images and --ann")
-    transform = detector.transform
-    dataset = CocoDetection(images, ann, EvalTransform(input_size=transform.input_size, keep_res=transform.keep_res))
+    dataset = CocoDetection(images, ann, detector.transform)
     if dataset.class_names != detector.class_names:
-        print(f"warning: {ann} names its classes {dataset.class_names}, the checkpoint "
+        print(f"warning: {ann} names its classes {dataset.class_names}, the model "
               f"{detector.class_names}", file=sys.stderr)
     metrics, detections = evaluate(detector, dataset, batch_size=args.batch_size)
     print(format_metrics(metrics))
-    out_dir = Path(args.out or Path(args.weights).parent / "eval")
+    out_dir = _out_dir(args, "eval")
     path = save_metrics(metrics, detections, out_dir)
     print(f"metrics: {path}  detections: {out_dir / 'detections.json'}")
     if args.analysis:
@@ -128,20 +183,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from .engine.predict import Detector, predict
+    from .engine.predict import predict
     from .engine.video import is_video, video_predictions
 
-    size = {"input_size": args.input_size} if args.input_size else {}
     if args.backend == "onnx":
         from .export import OnnxDetector
 
-        if args.flip:
-            raise ValueError("--flip: the exported graph has no flip test; use --backend torch")
+        for flag, used in (("--flip", args.flip), ("--scales", args.scales != (1.0,)), ("--model", args.model)):
+            if used:
+                raise ValueError(f"{flag}: the ONNX backend runs the exported graph alone; use --backend torch")
+        if not args.weights:
+            raise ValueError("--backend onnx: give the exported file as --weights")
+        size = {"input_size": args.input_size} if args.input_size else {}
         detector = OnnxDetector(args.weights, score_threshold=args.score_threshold, **size)
     else:
-        detector = Detector.from_checkpoint(args.weights, device=args.device, flip=args.flip,
-                                            score_threshold=args.score_threshold, **size)
-    out_dir = Path(args.out or Path(args.weights).parent / "predictions")
+        detector = _detector(args, score_threshold=args.score_threshold)
+    out_dir = _out_dir(args, "predictions")
     if args.camera is not None or (args.source and is_video(args.source)):
         source = args.camera if args.camera is not None else args.source
         video, records = video_predictions(detector, source, out_dir, batch_size=args.batch_size,
@@ -291,17 +348,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="also list each image without annotations")
     p.set_defaults(func=cmd_check_data)
 
-    p = commands.add_parser("eval", help="COCO mAP of a checkpoint on a COCO-format split")
-    p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")
+    p = commands.add_parser("eval", help="COCO mAP of a checkpoint or a zoo model on a COCO-format split")
+    _add_model_flags(p)
     p.add_argument("--data", help="folder with <split>/images and <split>/annotations.json")
     p.add_argument("--split", default="val")
     p.add_argument("--images")
     p.add_argument("--ann")
-    p.add_argument("--flip", action="store_true", help="flip test")
-    p.add_argument("--input-size", type=_input_size)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--device")
-    p.add_argument("--out", help="output folder (default: eval/ beside the weights)")
+    _add_test_flags(p)
+    p.add_argument("--out", help="output folder (default: eval/ beside the weights, runs/<model>/eval with --model)")
     p.add_argument("--analysis", action="store_true",
                    help="also per_class_ap.csv, pr_curves.png and confusion_matrix.png/.csv in --out")
     p.set_defaults(func=cmd_eval)
@@ -312,13 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heatmap", action="store_true",
                    help="also save <name>_heatmap.jpg: the class heatmaps (what the model sees) over each image")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--weights", required=True, help="checkpoint (best.pt / last.pt)")
-    p.add_argument("--out", help="output folder (default: predictions/ beside the weights)")
+    _add_model_flags(p)
+    p.add_argument("--out", help="output folder (default: predictions/ beside the weights, "
+                                 "runs/<model>/predictions with --model)")
     p.add_argument("--score-threshold", type=float, default=0.3)
-    p.add_argument("--flip", action="store_true", help="flip test")
-    p.add_argument("--input-size", type=_input_size)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--device")
+    _add_test_flags(p)
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: --weights is a file from `centernet export`, run by onnxruntime")
     p.set_defaults(func=cmd_predict)

@@ -197,14 +197,21 @@ class CocoDetection(torch.utils.data.Dataset):
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             raise DataError(f"{self.ann_file}: {len(missing)} of {len(self)} image files are missing: {shown}")
 
+    def load_image(self, index: int) -> np.ndarray:
+        """Item ``index``'s image as RGB uint8 ``[H, W, 3]``, untransformed (a warning when its size
+        is not the annotation file's)."""
+        path = self.image_path(index)
+        image = load_image(path)
+        info = self.coco.imgs[self.image_ids[index]]
+        if image.shape[:2] != (int(info["height"]), int(info["width"])):
+            warnings.warn(f"{path}: image is {image.shape[1]}x{image.shape[0]} but {self.ann_file.name} says "
+                          f"{info['width']}x{info['height']}", stacklevel=3)
+        return image
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_id = self.image_ids[index]
         path = self.image_path(index)
-        image = load_image(path)
-        info = self.coco.imgs[image_id]
-        if image.shape[:2] != (int(info["height"]), int(info["width"])):
-            warnings.warn(f"{path}: image is {image.shape[1]}x{image.shape[0]} but {self.ann_file.name} says "
-                          f"{info['width']}x{info['height']}", stacklevel=2)
+        image = self.load_image(index)
         boxes, labels = self.original_boxes(index)
         rng = np.random.default_rng((self.seed, self.epoch, index))
         tensor, boxes, labels, inverse_affine = self.transform(image, boxes, labels, rng)

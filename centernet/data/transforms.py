@@ -125,7 +125,7 @@ class EvalTransform:
     above the side (a side of 500 gets 512, a side of 512 gets 544). ``keep_res=False``: the image is
     scaled by ``input_w / max(h, w)`` (aspect kept) and centred in ``input_size`` (height, width). Call as
     ``(image_rgb_uint8, boxes_xyxy, labels, rng=None) -> (image [3, H, W], boxes, labels,
-    inverse_affine [2, 3])``.
+    inverse_affine [2, 3])``; :meth:`at_scale` gives the input of a multi-scale test.
     """
 
     def __init__(self, input_size: tuple[int, int] = (512, 512), keep_res: bool = True, pad: int = 31):
@@ -135,21 +135,38 @@ class EvalTransform:
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                  rng: np.random.Generator | None = None):
+        tensor, affine, inverse = self._prepare(image, 1.0)
+        boxes = warp_boxes(boxes, affine, tensor.shape[2], tensor.shape[1])
+        return tensor, boxes, np.asarray(labels, dtype=np.int64), inverse
+
+    def at_scale(self, image: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """The original CenterNet's test input at ``scale``: ``image`` resized by ``scale``, then the
+        affine above. Returns the normalised input ``[3, h, w]`` and the ``[2, 3]`` affine from its
+        pixels back to ``image``'s (scale 1 gives exactly what calling the transform gives)."""
+        tensor, _, inverse = self._prepare(image, scale)
+        return tensor, inverse if scale == 1 else (inverse / np.float32(scale))
+
+    def _prepare(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(input [3, h, w], affine from the resized image to it, its inverse)."""
         _check_image(image)
+        if not scale > 0:
+            raise ValueError(f"test scale must be positive, got {scale}")
         height, width = image.shape[:2]
+        new_h, new_w = max(1, int(height * scale)), max(1, int(width * scale))
         if self.keep_res:
-            input_h, input_w = (height | self.pad) + 1, (width | self.pad) + 1
-            center = np.array([width // 2, height // 2], dtype=np.float32)
-            scale = np.array([input_w, input_h], dtype=np.float32)
-        else:
+            input_h, input_w = (new_h | self.pad) + 1, (new_w | self.pad) + 1
+            center = np.array([new_w // 2, new_h // 2], dtype=np.float32)
+            size = np.array([input_w, input_h], dtype=np.float32)
+        else:  # the zoom stays that of scale 1, so the content shrinks or grows in the fixed input
             input_h, input_w = self.input_size
-            center = np.array([width / 2.0, height / 2.0], dtype=np.float32)
-            scale = float(max(height, width))
-        affine = get_affine_transform(center, scale, (input_w, input_h))
-        inverse = get_affine_transform(center, scale, (input_w, input_h), inverse=True)
+            center = np.array([new_w / 2.0, new_h / 2.0], dtype=np.float32)
+            size = float(max(height, width))
+        if scale != 1:
+            image = cv2.resize(image, (new_w, new_h))
+        affine = get_affine_transform(center, size, (input_w, input_h))
+        inverse = get_affine_transform(center, size, (input_w, input_h), inverse=True)
         warped = _warp(image, affine, input_w, input_h).astype(np.float32) / 255.0  # [h, w, 3] BGR
-        boxes = warp_boxes(boxes, affine, input_w, input_h)
-        return normalize(warped), boxes, np.asarray(labels, dtype=np.int64), inverse.astype(np.float32)
+        return normalize(warped), affine, inverse.astype(np.float32)
 
 
 class TrainTransform:

@@ -7,24 +7,49 @@ import io
 import json
 from pathlib import Path
 
-from torch.utils.data import DataLoader
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data.coco import CocoDetection, coco_from_dict, collate
+from ..data.coco import CocoDetection, coco_from_dict
 from .predict import Detector
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
 
+class _OriginalImages(Dataset):
+    """The untransformed images of a ``CocoDetection`` with their ids: what ``Detector`` takes, at
+    any test scale (the data set's own transform is not used)."""
+
+    def __init__(self, dataset: CocoDetection):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray]:
+        return self.dataset.image_ids[index], self.dataset.load_image(index)
+
+
+def _as_lists(items: list[tuple[int, np.ndarray]]) -> tuple[list[int], list[np.ndarray]]:
+    ids, images = zip(*items)
+    return list(ids), list(images)
+
+
 def evaluate(detector: Detector, dataset: CocoDetection, batch_size: int = 4, workers: int = 0,
              progress: bool = True) -> tuple[dict[str, float], list[dict]]:
-    """COCO metrics (AP, AP50, ... as fractions) and the detections in COCO result format."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate)
+    """COCO metrics (AP, AP50, ... as fractions) and the detections in COCO result format.
+
+    The images go through ``detector.detect_images`` as prediction's do (its transform, flip and
+    test scales); ``workers`` processes decode them."""
+    if len(detector.class_names) > len(dataset.cat_ids):
+        raise ValueError(f"{dataset.ann_file}: {len(dataset.cat_ids)} categories, fewer than the model's "
+                         f"{len(detector.class_names)} classes; evaluate it on a data set of its classes")
+    loader = DataLoader(_OriginalImages(dataset), batch_size=batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=_as_lists)
     detections = []
-    for batch in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-        results = detector.detect_batch(batch["image"], batch["inverse_affine"], batch["orig_size"])
-        for image_id, result in zip(batch["image_id"], results):
+    for image_ids, images in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+        for image_id, result in zip(image_ids, detector.detect_images(images)):
             xywh = result["boxes"].clone()
             xywh[:, 2:] -= xywh[:, :2]
             for box, score, label in zip(xywh.tolist(), result["scores"].tolist(), result["labels"].tolist()):

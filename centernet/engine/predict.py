@@ -3,11 +3,15 @@
 One image's path through it::
 
     load_image(file)                 RGB uint8 [H, W, 3], EXIF applied
-    EvalTransform                    affine to the input size, normalise -> [3, h, w], inverse affine
-    model(images)                    raw maps {"heatmap" logits, "wh", "offset"} at stride 4
-    flip_merge (optional)            average with the horizontally flipped pass
-    decode                           sigmoid, 3x3 max-pool peaks, top-K -> boxes on the output map
-    * stride, affine_boxes           boxes in input pixels, then in original-image pixels
+    for each test scale (default: 1 only):
+      EvalTransform.at_scale         resize by the scale, affine to the input size, normalise
+                                     -> [3, h, w], inverse affine to original-image pixels
+      model(images)                  raw maps {"heatmap" logits, "wh", "offset"} at stride 4
+      flip_merge (optional)          average with the horizontally flipped pass
+      decode                         sigmoid, 3x3 max-pool peaks, top-K -> boxes on the output map
+      * stride, affine_boxes         boxes in input pixels, then in original-image pixels, clipped
+    merge_detections (>1 scale)      all scales' boxes, soft-NMS (or NMS) per class, top-K
+    score threshold
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..data.coco_classes import COCO_CLASSES
 from ..data.images import load_image
 from ..data.transforms import EvalTransform
 from ..decode import affine_boxes, decode, flip_merge
+from ..nms import MERGE_METHODS, merge_detections
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -38,16 +43,25 @@ class Detector:
 
     Each result is a dict with ``boxes`` [N, 4] xyxy in original-image pixels, ``scores`` [N] and
     ``labels`` [N] (contiguous class indices; ``class_names[label]`` names them; an 80-class model
-    without names gets COCO's).
+    without names gets COCO's), sorted by score.
+
+    ``scales`` (multi-scale test, e.g. ``(0.5, 0.75, 1, 1.25, 1.5)``): the original CenterNet's;
+    each image runs once per scale, resized by it (with ``flip``, each scale is flip-merged), the
+    ``max_detections`` best of each scale are pooled and merged per class by ``merge``
+    ("soft-nms" or "nms", see ``centernet.nms``), and the ``max_detections`` best are kept.
 
         model = centernet.create_model("centernet_dla34", weights="centernet_dla34_140e_coco.pdparams")
         detections = centernet.Detector(model, score_threshold=0.3)("street.jpg")
     """
 
+    scales: tuple[float, ...] = (1.0,)  # class defaults too, for subclasses with their own __init__
+    merge: str = "soft-nms"  # (OnnxDetector)
+
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str] | None = None,
                  input_size: tuple[int, int] = (512, 512), keep_res: bool = True, flip: bool = False,
                  max_detections: int = 100, score_threshold: float = 0.0,
-                 device: str | torch.device | None = "auto"):
+                 device: str | torch.device | None = "auto", scales: Sequence[float] = (1.0,),
+                 merge: str = "soft-nms"):
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
         self._set_classes(class_names, model.num_classes)
@@ -55,6 +69,15 @@ class Detector:
         self.flip = flip
         self.max_detections = max_detections
         self.score_threshold = score_threshold
+        self._set_scales(scales, merge)
+
+    def _set_scales(self, scales: Sequence[float], merge: str) -> None:
+        scales = tuple(float(scale) for scale in scales)
+        if not scales or not all(scale > 0 for scale in scales):
+            raise ValueError(f"test scales must be one or more positive numbers, got {scales}")
+        if merge not in MERGE_METHODS:
+            raise ValueError(f"merge method {merge!r}: choose one of {', '.join(MERGE_METHODS)}")
+        self.scales, self.merge = scales, merge
 
     def _set_classes(self, class_names: Sequence[str] | None, num_classes: int) -> None:
         if class_names is None:
@@ -80,21 +103,48 @@ class Detector:
         kwargs.setdefault("keep_res", config.data.eval_keep_res)
         return cls(model, class_names=class_names, device=device, **kwargs)
 
+    @classmethod
+    def from_pretrained(cls, name: str, weights: str | Path | None = None, num_classes: int = 80,
+                        device: str | torch.device | None = "auto", **kwargs) -> "Detector":
+        """A detector of zoo model ``name`` (``centernet.list_models()``) with PaddleDetection's
+        published COCO weights (downloaded once, see ``centernet.weights.hub``), or with ``weights``
+        (a ``.pdparams``, original CenterNet ``.pth`` or checkpoint file). 80 classes get COCO's names.
+
+            detector = centernet.Detector.from_pretrained("centernet_dla34", score_threshold=0.3)
+        """
+        from ..models import create_model
+
+        model = create_model(name, num_classes=num_classes, weights=weights, pretrained=weights is None)
+        return cls(model, device=device, **kwargs)
+
     @torch.inference_mode()
-    def detect_batch(self, images: torch.Tensor, inverse_affines: torch.Tensor,
-                     orig_sizes: Sequence[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
-        """Detections for a normalised batch ``images [B, 3, H, W]`` (see the module docstring)."""
-        boxes, scores, labels = self.raw_detections(images)  # top-K, boxes in input pixels
-        boxes = affine_boxes(boxes, inverse_affines.to(boxes))  # original-image pixels
+    def detect_images(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
+        """Detections for RGB uint8 arrays ``[H, W, 3]`` (see the module docstring)."""
+        per_scale = [self._detections_at_scale(images, scale) for scale in self.scales]
+        boxes, scores, labels = (torch.cat(parts, dim=1) for parts in zip(*per_scale))  # [B, S*K, ...]
         results = []
-        for i, (height, width) in enumerate(orig_sizes):
-            keep = scores[i] > self.score_threshold
-            image_boxes = boxes[i][keep]
-            image_boxes[:, 0::2] = image_boxes[:, 0::2].clamp(0, width)
-            image_boxes[:, 1::2] = image_boxes[:, 1::2].clamp(0, height)
-            results.append({"boxes": image_boxes.cpu(), "scores": scores[i][keep].cpu(),
-                            "labels": labels[i][keep].cpu()})
+        for i in range(len(images)):
+            image_boxes, image_scores, image_labels = boxes[i], scores[i], labels[i]
+            if len(self.scales) > 1:
+                image_boxes, image_scores, image_labels = merge_detections(
+                    image_boxes, image_scores, image_labels, self.merge, self.max_detections)
+            keep = image_scores > self.score_threshold
+            results.append({"boxes": image_boxes[keep].cpu(), "scores": image_scores[keep].cpu(),
+                            "labels": image_labels[keep].cpu()})
         return results
+
+    def _detections_at_scale(self, images: Sequence[np.ndarray], scale: float
+                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Top-K ``boxes [B, K, 4]`` in original-image pixels (clipped to the image), ``scores``
+        and ``labels [B, K]`` of the images resized by ``scale``."""
+        inputs = [self.transform.at_scale(image, scale) for image in images]
+        batch = pad_images([torch.as_tensor(tensor) for tensor, _ in inputs])  # [B, 3, H, W]
+        boxes, scores, labels = self.raw_detections(batch)  # top-K, boxes in input pixels
+        inverses = torch.stack([torch.as_tensor(inverse) for _, inverse in inputs])  # [B, 2, 3]
+        boxes = affine_boxes(boxes, inverses.to(boxes))  # original-image pixels
+        limits = boxes.new_tensor([[width, height, width, height] for height, width in
+                                   (image.shape[:2] for image in images)])[:, None]  # [B, 1, 4]
+        return torch.minimum(boxes.clamp(min=0), limits), scores, labels
 
     def raw_detections(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Top-K ``boxes [B, K, 4]`` in INPUT pixels, ``scores [B, K]``, ``labels [B, K]`` of a
@@ -129,10 +179,10 @@ class Detector:
     @torch.inference_mode()
     def heatmaps(self, image: np.ndarray) -> np.ndarray:
         """What the model sees: its class probabilities ``[C, H, W]`` (sigmoid of the heatmap,
-        flip-merged when ``flip``) warped back onto the pixels of the RGB ``image [H, W, 3]``."""
+        flip-merged when ``flip``; at scale 1) warped back onto the pixels of the RGB ``image [H, W, 3]``."""
         import cv2
 
-        tensor, _, _, inverse = self.transform(image, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), None)
+        tensor, inverse = self.transform.at_scale(image)
         batch = torch.as_tensor(tensor)[None].to(self.device)  # [1, 3, h, w]
         outputs = self.model(batch)
         if self.flip:
@@ -143,16 +193,6 @@ class Detector:
         height, width = image.shape[:2]
         return np.stack([cv2.warpAffine(plane, to_image, (width, height), flags=cv2.INTER_LINEAR)
                          for plane in probabilities])  # [C, H, W]
-
-    def detect_images(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-        tensors, inverses, sizes = [], [], []
-        for image in images:
-            tensor, _, _, inverse = self.transform(image, np.zeros((0, 4), np.float32),
-                                                   np.zeros((0,), np.int64), None)
-            tensors.append(torch.as_tensor(tensor))
-            inverses.append(torch.as_tensor(inverse))
-            sizes.append(image.shape[:2])
-        return self.detect_batch(pad_images(tensors), torch.stack(inverses), sizes)
 
 
 def list_images(source: str | Path) -> list[Path]:
