@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..engine.checkpoint import atomic_open
 from .pdparams import WeightsError
 
 _PADDLE_MODELS = "https://bj.bcebos.com/v1/paddledet/models"
@@ -81,20 +81,13 @@ def download(url: str, dest: str | Path, sha256: str | None = None, size: int | 
     dest = Path(dest)
     if dest.is_file() and (sha256 is None or _sha256(dest) == sha256.lower()):
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            received, digest = _fetch(url, out, size, progress, timeout, dest)
+    with atomic_open(dest) as out:  # renamed into place only if no check below raises
+        received, digest = _fetch(url, out, size, progress, timeout, dest)
         if size is not None and received != size:
             raise DownloadError(f"{url}: received {received} bytes, expected {size}; nothing saved")
         if sha256 is not None and digest != sha256.lower():
             raise DownloadError(f"{url}: SHA-256 {digest} differs from the expected {sha256.lower()} "
                                 f"(a damaged or changed file); nothing saved")
-        os.replace(tmp_name, dest)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
     return dest
 
 
