@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .loading import WeightsMismatchError, _listing, read_weights, torch_layout
+from .loading import WeightsMismatchError, _listing, _problems, read_weights, torch_layout
 
 __all__ = ["BackboneReport", "load_backbone_weights", "match_keys"]
 
@@ -88,8 +88,7 @@ def load_backbone_weights(model: nn.Module, path) -> BackboneReport:
     mismatched = [f"{k}: file {list(values[k].shape)} vs model {list(target[k].shape)}"
                   for k in matched if values[k].shape != target[k].shape]
     ambiguous = [w for w, uses in Counter(matched.values()).items() if uses > 1]
-    problems = "; ".join(f"{len(keys)} {label}: {_listing(keys)}" for label, keys in (
-        ("missing", missing), ("shape mismatch", mismatched), ("matching several keys", ambiguous)) if keys)
+    problems = _problems(("missing", missing), ("shape mismatch", mismatched), ("matching several keys", ambiguous))
     if problems:
         raise WeightsMismatchError(f"{path}: does not fit the {type(backbone).__name__} backbone "
                                    f"({source} format), nothing loaded: {problems}")

@@ -53,9 +53,8 @@ class LoadReport:
 
     def problems(self) -> str:
         """The missing, unexpected and mis-shaped keys, listed ('' when there are none)."""
-        return "; ".join(f"{len(keys)} {label}: {_listing(keys)}" for label, keys in (
-            ("missing", self.missing), ("unexpected", self.unexpected),
-            ("shape mismatch", self.mismatched)) if keys)
+        return _problems(("missing", self.missing), ("unexpected", self.unexpected),
+                         ("shape mismatch", self.mismatched))
 
     def __str__(self):
         problems = self.problems()
@@ -63,6 +62,11 @@ class LoadReport:
                   f"classes, the model {self.model_classes}" if self.reinitialized else "")
         return (f"{self.path}: loaded {self.loaded} tensors ({self.source} format)"
                 + (f"; {problems}" if problems else "") + reinit)
+
+
+def _problems(*labelled: tuple[str, list[str]]) -> str:
+    """``"3 missing: a, b, c; 1 shape mismatch: ..."`` for the non-empty (label, keys) pairs."""
+    return "; ".join(f"{len(keys)} {label}: {_listing(keys)}" for label, keys in labelled if keys)
 
 
 def _listing(keys):
