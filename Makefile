@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test,onnx,tensorboard]'
+	$(PY) -m pip install -q -e '.[test,onnx,tensorboard,serve]'
 	touch $@
 
 demo: install

@@ -1,4 +1,4 @@
-"""`centernet train | check-data | eval | predict | convert | convert-data | synth | models`: a thin layer over the Python API."""
+"""`centernet train | check-data | eval | predict | serve | convert | convert-data | synth | models`: a thin layer over the Python API."""
 
 from __future__ import annotations
 
@@ -182,10 +182,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from .engine.predict import predict
-    from .engine.video import is_video, video_predictions
-
+def _backend_detector(args: argparse.Namespace, score_threshold: float):
+    """predict / serve: ``_detector``'s, or with ``--backend onnx`` the exported graph given as ``--weights``."""
     if args.backend == "onnx":
         from .export import OnnxDetector
 
@@ -195,9 +193,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not args.weights:
             raise ValueError("--backend onnx: give the exported file as --weights")
         size = {"input_size": args.input_size} if args.input_size else {}
-        detector = OnnxDetector(args.weights, score_threshold=args.score_threshold, **size)
-    else:
-        detector = _detector(args, score_threshold=args.score_threshold)
+        return OnnxDetector(args.weights, score_threshold=score_threshold, **size)
+    return _detector(args, score_threshold=score_threshold)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .engine.predict import predict
+    from .engine.video import is_video, video_predictions
+
+    detector = _backend_detector(args, args.score_threshold)
     out_dir = _out_dir(args, "predictions")
     if args.camera is not None or (args.source and is_video(args.source)):
         source = args.camera if args.camera is not None else args.source
@@ -213,6 +217,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     total = sum(len(r["detections"]) for r in records)
     print(f"{len(records)} image(s), {total} detection(s) above {args.score_threshold}: "
           f"drawn images and predictions.json in {out_dir}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from .serve import ServeOptions, serve
+    except ModuleNotFoundError as error:
+        raise SystemExit(f"centernet serve: error: {error.name} is missing; install the serve extra: "
+                         f"pip install 'centernet[serve]'") from None
+
+    options = ServeOptions(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
+                           max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels, timeout_s=args.timeout_s,
+                           score_threshold=args.score_threshold)
+    detector = _backend_detector(args, score_threshold=0.0)
+    print(f"centernet serve: the page at http://{args.host}:{args.port}/, the API at POST /predict "
+          f"(GET /model, GET /health); Ctrl-C or SIGTERM stops it after the requests in flight", flush=True)
+    serve(detector, options, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
@@ -374,6 +395,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: --weights is a file from `centernet export`, run by onnxruntime")
     p.set_defaults(func=cmd_predict)
+
+    p = commands.add_parser("serve", help="an HTTP detection server with a web page (needs the serve extra)")
+    _add_model_flags(p)
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: --weights is a file from `centernet export`, run by onnxruntime")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch", type=int, default=8, help="images in one forward pass at most")
+    p.add_argument("--max-wait-ms", type=float, default=10.0,
+                   help="how long the first request of a batch waits for others to join it")
+    p.add_argument("--max-queue", type=int, default=64, help="requests waiting for the model at most (more: 503)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="an upload's size at most (more: 413)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000,
+                   help="an image's width x height at most, read from its header (more: 413)")
+    p.add_argument("--timeout-s", type=float, default=30.0,
+                   help="a request waiting longer for the model gets 503 and leaves the queue")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="POST /predict's default score_threshold")
+    p.add_argument("--input-size", type=_input_size)
+    p.add_argument("--flip", action="store_true", help="flip test")
+    p.add_argument("--device")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve, scales=(1.0,), merge="soft-nms")
 
     p = commands.add_parser("export", help="ONNX graph with the decode inside: images -> boxes, scores, labels")
     p.add_argument("--model", help="model name (see `centernet models`); or leave out and give a checkpoint")

@@ -7,3 +7,7 @@ class DataError(ValueError):
 
 class ImageLoadError(DataError):
     """An image file is missing, unreadable, truncated or of an unsupported kind."""
+
+
+class ImageTooLargeError(ImageLoadError):
+    """An image has more pixels than the caller accepts (checked from its header, before decoding)."""

@@ -7,12 +7,14 @@ dropped) and converts BGR to RGB; ``load_image`` gives the same pixels with Pill
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageLoadError
+from .errors import ImageLoadError, ImageTooLargeError
 
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
@@ -26,15 +28,36 @@ def load_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageLoadError(f"{path}: image file not found")
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> np.ndarray:
+    """``load_image`` for the bytes of an image file (an upload), named ``name`` in errors.
+
+    Raises ``ImageLoadError`` for empty, unreadable or truncated data, and ``ImageTooLargeError``
+    (before decoding the pixels) when width x height is over ``max_pixels``.
+    """
+    if not data:
+        raise ImageLoadError(f"{name}: empty (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: str | Path | BinaryIO, name: str, max_pixels: int | None = None) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            width, height = image.size  # from the header, before any pixel is decoded
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLargeError(f"{name}: {width}x{height} = {width * height:,} pixels, "
+                                         f"over the limit of {max_pixels:,}")
             image.load()  # decodes now: a truncated file raises here
             image = ImageOps.exif_transpose(image)
             return _to_rgb_array(image)
     except UnidentifiedImageError:
-        raise ImageLoadError(f"{path}: not a readable image (unknown or corrupt format)") from None
+        raise ImageLoadError(f"{name}: not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
-        raise ImageLoadError(f"{path}: cannot decode image ({error})") from None
+        if isinstance(error, ImageLoadError):
+            raise
+        raise ImageLoadError(f"{name}: cannot decode image ({error})") from None
 
 
 def _to_rgb_array(image: Image.Image) -> np.ndarray:

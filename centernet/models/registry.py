@@ -32,6 +32,7 @@ def create_model(name, num_classes=80, weights=None, pretrained=False, pretraine
         raise ValueError("pretrained_backbone sets the backbone only and weights / pretrained the whole "
                          "model: give one of them")
     model = _MODELS[name](num_classes=num_classes, **kwargs)
+    model.model_name = name  # what it was built as (the server's GET /model says it)
     if pretrained_backbone:
         from ..weights import load_backbone_weights
         from ..weights.hub import backbone_weights
