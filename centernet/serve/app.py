@@ -92,8 +92,10 @@ def model_info(detector: Detector) -> dict:
     onnx = hasattr(detector, "session")  # an OnnxDetector (centernet.export) runs a session, no module
     if onnx:
         name = detector.session.get_modelmeta().custom_metadata_map.get("model", detector.path.stem)
-    else:
-        name = getattr(detector.model, "model_name", type(detector.model).__name__)
+    else:  # create_model's name; optimize_for_inference wraps the model it was given as .model
+        model = detector.model
+        name = getattr(model, "model_name", None) or getattr(getattr(model, "model", None), "model_name", None)
+        name = name or type(model).__name__
     transform = detector.transform
     return {"name": name, "backend": "onnx" if onnx else "torch", "device": str(detector.device),
             "classes": list(detector.class_names), "num_classes": len(detector.class_names),
