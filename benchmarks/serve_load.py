@@ -18,6 +18,7 @@ import argparse
 import http.client
 import json
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -74,7 +75,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def run(serve_args: list[str], image: bytes, clients: int, seconds: float, warmup: int) -> dict:
     """One server, one load: the figures of the module docstring."""
-    with server_process(serve_args + ["--log-level", "warning"]) as (url, process):
+    with server_process(serve_args + ["--log-level", "warning"], stdout=subprocess.DEVNULL) as (url, process):
         port = int(url.rsplit(":", 1)[1])
         query = "?score_threshold=0.3"
         warm_errors = []

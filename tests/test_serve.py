@@ -341,6 +341,25 @@ def test_a_request_that_times_out_leaves_the_queue(photo):
     assert health["skipped"] == 1
 
 
+def test_a_model_failure_is_a_one_line_500_and_the_server_goes_on(photo):
+    detector = lively_detector()
+    run_model, failures = detector.raw_detections, []
+
+    def flaky(images):
+        if not failures:
+            failures.append(len(images))
+            raise RuntimeError("out of memory\nat layer 3")
+        return run_model(images)
+
+    with background_server(detector, ServeOptions(max_wait_ms=0), log_level="critical") as url:
+        detector.raw_detections = flaky  # after the warm-up
+        status, _, body = request(url, "POST", "/predict", encode(photo))
+        assert status == 500
+        assert json.loads(body) == {"error": "internal error in POST /predict: RuntimeError: out of memory at layer 3"}
+        assert len(post_image(url, encode(photo))["scores"]) > 0
+        assert json.loads(request(url, "GET", "/health")[2])["errors"] == 1
+
+
 def test_batcher_gives_every_request_of_a_failed_batch_the_error_and_goes_on():
     calls = []
 

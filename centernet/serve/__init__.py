@@ -7,8 +7,8 @@ Needs the ``serve`` extra (``pip install 'centernet[serve]'``).
 """
 
 from .app import ServeOptions, create_app, model_info
-from .batching import BatchInfo, DynamicBatcher, QueueFullError
+from .batching import BatcherStoppedError, BatchInfo, DynamicBatcher, QueueFullError
 from .server import background_server, free_port, serve, server_process
 
 __all__ = ["ServeOptions", "create_app", "model_info", "serve", "background_server", "server_process", "free_port", "DynamicBatcher",
-           "BatchInfo", "QueueFullError"]
+           "BatchInfo", "QueueFullError", "BatcherStoppedError"]

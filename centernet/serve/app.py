@@ -39,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..data.errors import ImageLoadError, ImageTooLargeError
 from ..data.images import decode_image
 from ..engine.predict import Detector
-from .batching import DynamicBatcher, QueueFullError
+from .batching import BatcherStoppedError, DynamicBatcher, QueueFullError
 
 STATIC = Path(__file__).parent / "static"
 # what multipart framing (boundaries, part headers, a long file name) may add to the file's bytes
@@ -144,6 +144,12 @@ def create_app(detector: Detector, options: ServeOptions | None = None) -> FastA
             message += " (endpoints: GET /, GET /model, GET /health, POST /predict)"
         return _error(error.status_code, message, headers=getattr(error, "headers", None))
 
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception):  # uvicorn logs the traceback too
+        counts["errors"] += 1
+        return _error(500, f"internal error in {request.method} {request.url.path}: "
+                           f"{type(error).__name__}: {error}")
+
     @app.get("/", include_in_schema=False)
     async def page():
         return FileResponse(STATIC / "index.html", media_type="text/html")
@@ -179,6 +185,8 @@ def create_app(detector: Detector, options: ServeOptions | None = None) -> FastA
                                 f"overloaded, try again") from None
         except QueueFullError as error:
             raise ApiError(503, f"server busy: {error}; try again") from None
+        except BatcherStoppedError as error:
+            raise ApiError(503, str(error)) from None
         threshold = options.score_threshold if score_threshold is None else score_threshold
         keep = result["scores"] > threshold
         boxes, scores, labels = (result[key][keep][:max_detections] for key in ("boxes", "scores", "labels"))

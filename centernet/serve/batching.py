@@ -29,6 +29,10 @@ class QueueFullError(RuntimeError):
     """More requests are waiting than the queue holds."""
 
 
+class BatcherStoppedError(RuntimeError):
+    """The batcher is not running (not started yet, or stopping)."""
+
+
 @dataclass
 class BatchInfo:
     """How one request went through the batcher."""
@@ -96,7 +100,7 @@ class DynamicBatcher(Generic[Item, Result]):
         seconds (the request is then dropped from the queue), ``QueueFullError`` when
         ``max_queue`` requests already wait, and the exception of ``run_batch`` if it raised."""
         if self._worker is None or self._stopping:
-            raise RuntimeError("the batcher is not running")
+            raise BatcherStoppedError("the model queue is not running (the server is starting or stopping)")
         if self._queue.qsize() >= self.max_queue:
             raise QueueFullError(f"{self._queue.qsize()} requests are already waiting (--max-queue {self.max_queue})")
         job = _Job(item, asyncio.get_running_loop().create_future())
