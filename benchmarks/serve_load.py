@@ -3,8 +3,8 @@
 Each run starts `centernet serve` as a child process on 127.0.0.1 (a free port), sends a few warm-up
 requests, then has N client threads POST the same image to /predict back to back (each on its own
 keep-alive connection) for M seconds. It reports requests/s, p50 / p99 / max latency, errors (any
-answer but 200, or a failed connection), the server's resident memory (after warm-up, highest,
-at the end) and the batch sizes the server ran, then stops the server with SIGTERM.
+answer but 200, or a failed connection), the server's resident memory (after warm-up,
+half way, at the end) and the batch sizes the server ran, then stops the server with SIGTERM.
 
     python benchmarks/serve_load.py --weights runs/demo/best.pt --image data/synth/val/images/000000.jpg \\
         --clients 8 --seconds 20 --max-batch 1 8
@@ -83,7 +83,7 @@ def run(serve_args: list[str], image: bytes, clients: int, seconds: float, warmu
         if warm_errors:
             raise RuntimeError(f"the warm-up requests failed: {warm_errors[0]}")
         before = get_json(port, "/health")["batch_sizes"]
-        rss = [rss_mb(process.pid)]
+        rss = [(0.0, rss_mb(process.pid))]  # (seconds into the load, MiB)
         latencies, errors = [], []
         stop_at = time.perf_counter() + seconds
         threads = [threading.Thread(target=client, args=(port, image, query, stop_at, latencies, errors))
@@ -93,7 +93,7 @@ def run(serve_args: list[str], image: bytes, clients: int, seconds: float, warmu
             thread.start()
         while any(thread.is_alive() for thread in threads):
             time.sleep(0.5)
-            rss.append(rss_mb(process.pid))
+            rss.append((time.perf_counter() - started, rss_mb(process.pid)))
         elapsed = time.perf_counter() - started
         after = get_json(port, "/health")["batch_sizes"]
     batches = {int(size): count - before.get(size, 0) for size, count in after.items()
@@ -104,7 +104,9 @@ def run(serve_args: list[str], image: bytes, clients: int, seconds: float, warmu
             "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
             "p99_ms": 1000 * percentile(latencies, 99) if latencies else None,
             "max_ms": 1000 * max(latencies) if latencies else None,
-            "rss_mb": {"after_warmup": rss[0], "max": max(rss), "end": rss[-1]},
+            "rss_mb": {"after_warmup": rss[0][1], "half_time": next(mb for t, mb in rss if t >= elapsed / 2),
+                       "end": rss[-1][1], "max": max(mb for _, mb in rss),
+                       "samples": [(round(t, 1), round(mb, 1)) for t, mb in rss[::max(1, len(rss) // 20)]]},
             "batch_sizes": dict(sorted(batches.items())),
             "mean_batch": images / max(1, sum(batches.values()))}
 
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     image = Path(args.image).read_bytes()
     results = []
     print("| --max-batch | clients | requests | requests/s | p50 ms | p99 ms | max ms | errors | "
-          "RSS MiB (warm / max / end) | batch sizes run (size: count) | mean batch |")
+          "server RSS MiB (warm / half time / end) | batch sizes run (size: count) | mean batch |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for max_batch in args.max_batch:
         serve_args = ["--weights", args.weights, "--device", args.device, "--max-batch", str(max_batch),
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = ", ".join(f"{size}: {count}" for size, count in result["batch_sizes"].items())
         print(f"| {max_batch} | {result['clients']} | {result['requests']} | {result['requests_per_s']:.1f} | "
               f"{result['p50_ms']:.0f} | {result['p99_ms']:.0f} | {result['max_ms']:.0f} | {result['errors']} | "
-              f"{rss['after_warmup']:.0f} / {rss['max']:.0f} / {rss['end']:.0f} | {sizes} | "
+              f"{rss['after_warmup']:.0f} / {rss['half_time']:.0f} / {rss['end']:.0f} | {sizes} | "
               f"{result['mean_batch']:.2f} |", flush=True)
         for error in result["first_errors"]:
             print(f"  error: {error}", file=sys.stderr)

@@ -197,6 +197,7 @@ def test_model_and_health(server):
     status, _, body = request(url, "GET", "/health")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok" and health["queued"] == health["in_flight"] == 0
+    assert health["active"] == 0
 
 
 def test_the_page_and_its_files_are_served_without_outside_links(server):
@@ -284,25 +285,50 @@ def test_unknown_path_and_method_get_json_errors(server):
         assert "POST /predict" in json.loads(body)["error"]
 
 
-@pytest.mark.parametrize("max_batch, expected", [(1, {"1": 8}), (4, {"4": 2})])
+def gate_model(detector: Detector) -> tuple[threading.Event, threading.Event, list[int]]:
+    """Make ``detector``'s model wait for the returned ``release`` event; ``entered`` is set when a
+    batch reaches the model; the list records each batch's size."""
+    run_model, entered, release, batches = detector.raw_detections, threading.Event(), threading.Event(), []
+
+    def gated(images):  # [B, 3, H, W]
+        batches.append(len(images))
+        entered.set()
+        release.wait()
+        return run_model(images)
+
+    detector.raw_detections = gated
+    return entered, release, batches
+
+
+@pytest.mark.parametrize("max_batch, expected", [(1, {"1": 9}), (4, {"1": 1, "4": 2})])
 def test_concurrent_requests_run_in_batches(max_batch, expected, photo):
-    """8 requests at once with --max-batch 4 (and a wait long enough for all to arrive) run as two
-    batches of 4; with --max-batch 1 as eight batches of 1. Each answer is the detector's own."""
+    """While the model works on a first request, 8 more arrive; then they run as batches of
+    --max-batch (two of 4; with --max-batch 1, one at a time), queued requests joining without any
+    --max-wait-ms. Each answer is the detector's own."""
     detector = lively_detector()
-    images = [np.roll(photo, shift, axis=1) for shift in range(8)]
-    answers = [None] * 8
-    with background_server(detector, ServeOptions(max_batch=max_batch, max_wait_ms=20_000)) as url:
+    images = [np.roll(photo, shift, axis=1) for shift in range(9)]
+    answers = [None] * 9
+    with background_server(detector, ServeOptions(max_batch=max_batch, max_wait_ms=0)) as url:
+        entered, release, _ = gate_model(detector)  # after the warm-up
+
         def send(i):
             answers[i] = post_image(url, encode(images[i]), score_threshold=0.2)
 
-        threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
-        for thread in threads:
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(9)]
+        threads[0].start()
+        assert entered.wait(60)
+        for thread in threads[1:]:
             thread.start()
+        deadline = time.monotonic() + 60
+        while json.loads(request(url, "GET", "/health")[2])["in_flight"] < 9:  # all 8 wait for the model
+            assert time.monotonic() < deadline, "the requests never reached the queue"
+            time.sleep(0.05)
+        release.set()
         for thread in threads:
             thread.join()
         health = json.loads(request(url, "GET", "/health")[2])
     assert health["batch_sizes"] == expected
-    assert [answer["batch_size"] for answer in answers] == [max_batch] * 8
+    assert [answer["batch_size"] for answer in answers] == [1] + [max_batch] * 8
     for image, answer in zip(images, answers):
         alone = lively_detector()(image)[0]
         keep = alone["scores"] > 0.2
@@ -314,16 +340,8 @@ def test_a_request_that_times_out_leaves_the_queue(photo):
     """While the model is stuck on request A, request B times out (503); B never reaches the model,
     and C, sent after the model is free again, is answered."""
     detector = lively_detector()
-    run_model, entered, release, batches = detector.raw_detections, threading.Event(), threading.Event(), []
-
-    def gated(images):  # [B, 3, H, W]
-        batches.append(len(images))
-        entered.set()
-        release.wait()
-        return run_model(images)
-
     with background_server(detector, ServeOptions(timeout_s=0.5, max_wait_ms=0)) as url:
-        detector.raw_detections = gated  # the warm-up has run; from now on the model waits for `release`
+        entered, release, batches = gate_model(detector)  # after the warm-up
         replies = {}
         first = threading.Thread(target=lambda: replies.update(a=request(url, "POST", "/predict", encode(photo))))
         first.start()
@@ -358,6 +376,62 @@ def test_a_model_failure_is_a_one_line_500_and_the_server_goes_on(photo):
         assert json.loads(body) == {"error": "internal error in POST /predict: RuntimeError: out of memory at layer 3"}
         assert len(post_image(url, encode(photo))["scores"]) > 0
         assert json.loads(request(url, "GET", "/health")[2])["errors"] == 1
+
+
+async def until(condition, limit_s=60):
+    """Yield to the event loop until ``condition()`` holds (failing after ``limit_s``)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
+
+
+def test_batcher_waits_for_more_only_when_clients_are_concurrent():
+    """--max-wait-ms applies under concurrent load only: a lone request runs at once (a 60 s wait
+    would trip the 30 s guard); after a batch of 2, the next request waits for a partner."""
+    async def scenario():
+        batcher = DynamicBatcher(lambda items: [item.upper() for item in items], max_batch=2, max_wait_ms=60_000)
+        await batcher.start()
+        alone = await asyncio.wait_for(batcher.submit("a"), 30)
+        pair = await asyncio.gather(batcher.submit("b"), batcher.submit("c"))  # queued together: one batch
+        first = asyncio.ensure_future(batcher.submit("d"))
+        await until(lambda: batcher.in_flight == 1 and batcher.queued == 0)  # "d" taken, its batch waiting
+        second = await asyncio.wait_for(batcher.submit("e"), 30)  # joins "d"
+        await batcher.stop()
+        return alone, pair, await first, second, dict(batcher.batch_sizes)
+
+    alone, pair, first, second, sizes = asyncio.run(scenario())
+    assert [alone[0], *(result for result, _ in pair), first[0], second[0]] == ["A", "B", "C", "D", "E"]
+    assert (alone[1].batch_size, first[1].batch_size, second[1].batch_size) == (1, 2, 2)
+    assert sizes == {1: 1, 2: 2}
+
+
+def test_batcher_waits_when_other_requests_are_still_being_answered():
+    """Two clients by turns: "y" arrives while "x" runs alone; when "y" is taken, "x" is not answered
+    yet (its client will send again), so "y" waits for "z" instead of running alone."""
+    entered, release = threading.Event(), threading.Event()
+
+    def run_batch(items):
+        entered.set()
+        release.wait()
+        return [item.upper() for item in items]
+
+    async def scenario():
+        batcher = DynamicBatcher(run_batch, max_batch=2, max_wait_ms=60_000)
+        await batcher.start()
+        x = asyncio.ensure_future(batcher.submit("x"))
+        await until(entered.is_set)
+        y = asyncio.ensure_future(batcher.submit("y"))
+        await until(lambda: batcher.queued == 1)
+        release.set()
+        await until(lambda: x.done() and batcher.queued == 0)  # "y" taken, its batch waiting
+        z = await asyncio.wait_for(batcher.submit("z"), 30)
+        await batcher.stop()
+        return await x, await y, z, dict(batcher.batch_sizes)
+
+    x, y, z, sizes = asyncio.run(scenario())
+    assert (x[0], y[0], z[0]) == ("X", "Y", "Z") and (y[1].batch_size, z[1].batch_size) == (2, 2)
+    assert sizes == {1: 1, 2: 1}
 
 
 def test_batcher_gives_every_request_of_a_failed_batch_the_error_and_goes_on():
@@ -402,30 +476,48 @@ def checkpoint(tmp_path_factory):
 
 
 def test_sigterm_lets_the_request_in_flight_finish(checkpoint, photo):
-    """`centernet serve` in its own process: a request waits in the batch queue (a 4 s batch window),
-    SIGTERM arrives, the request is still answered in full, then the app shuts down (the batcher
-    stopped) and the process ends by the SIGTERM it deferred (uvicorn's way)."""
-    args = ["--weights", str(checkpoint), "--device", "cpu", "--max-wait-ms", "4000"]
-    with server_process(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as (url, process):
+    """`centernet serve` in its own process: SIGTERM arrives while a request is half uploaded; once
+    the server is shutting down, the rest of the upload is still read and answered in full, then
+    the app shuts down and the process ends by the SIGTERM it deferred (uvicorn's way)."""
+    data = encode(photo)
+    log, shutting_down = [], threading.Event()
+
+    def read_log(stream):
+        for line in stream:
+            log.append(line)
+            if "Shutting down" in line:
+                shutting_down.set()
+
+    with server_process(["--weights", str(checkpoint), "--device", "cpu"], stdout=subprocess.PIPE,
+                        stderr=subprocess.STDOUT, text=True) as (url, process):
+        reader = threading.Thread(target=read_log, args=(process.stdout,), daemon=True)
+        reader.start()
         model = json.loads(request(url, "GET", "/model")[2])
         assert model["name"] == MODEL and model["classes"] == CLASSES and model["input_size"] == list(INPUT)
-        reply = {}
-        sender = threading.Thread(target=lambda: reply.update(r=request(url, "POST", "/predict", encode(photo))))
-        sender.start()
-        deadline = time.monotonic() + 60
-        while json.loads(request(url, "GET", "/health")[2])["in_flight"] == 0:  # until it waits for its batch
-            assert time.monotonic() < deadline, "the request never reached the queue"
-            time.sleep(0.05)
-        process.send_signal(signal.SIGTERM)
-        sender.join()
-        log = process.communicate(timeout=60)[0]
-        assert process.returncode == -signal.SIGTERM
-    assert log.index("Waiting for connections to close") < log.index('"POST /predict HTTP/1.1" 200') \
-        < log.index("Application shutdown complete")
-    status, _, body = reply["r"]
-    assert status == 200
+        parsed = urllib.parse.urlsplit(url)
+        with socket.create_connection((parsed.hostname, parsed.port), timeout=60) as connection:
+            connection.sendall(b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Length: %d\r\n\r\n" % len(data)
+                               + data[: len(data) // 2])
+            deadline = time.monotonic() + 60
+            while json.loads(request(url, "GET", "/health")[2])["active"] == 0:  # until its upload is being read
+                assert time.monotonic() < deadline, "the request never reached the app"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            assert shutting_down.wait(60), "".join(log)
+            time.sleep(1)  # the server shuts down with this upload unfinished for a while
+            connection.sendall(data[len(data) // 2:])
+            answer = b""
+            while chunk := connection.recv(65536):  # the server closes the connection after answering
+                answer += chunk
+        assert process.wait(timeout=60) == -signal.SIGTERM
+        reader.join(60)
+    text = "".join(log)
+    assert text.index("Shutting down") < text.index('"POST /predict HTTP/1.1" 200') \
+        < text.index("Application shutdown complete"), text
+    assert answer.startswith(b"HTTP/1.1 200 ")
     expected = lively_detector()(photo)[0]
-    assert json.loads(body)["scores"] == pytest.approx(expected["scores"][expected["scores"] > 0.3].tolist(), abs=1e-4)
+    scores = json.loads(answer.split(b"\r\n\r\n", 1)[1])["scores"]
+    assert scores == pytest.approx(expected["scores"][expected["scores"] > 0.3].tolist(), abs=1e-4)
 
 
 def test_cli_serve_says_what_is_missing(capsys):

@@ -9,7 +9,8 @@ Endpoints (every error is a 4xx/5xx with the one-line JSON ``{"error": "..."}``)
                     query: score_threshold (default the server's), max_detections,
                     draw=1 (the image with the boxes drawn instead, JPEG or format=png)
     GET  /model     name, classes, input size, backend and the server's limits
-    GET  /health    "ok", requests served, errors, queue length, batch sizes run so far
+    GET  /health    "ok", requests answered, errors, requests active (being read, decoded, queued or
+                    run), in flight (waiting for the model), queued, batch sizes run so far
 
 One request's path: the body is read up to ``max_upload_mb`` (more is refused while it streams),
 the image decoded in a worker thread (its header checked against ``max_pixels`` first), then
@@ -111,7 +112,7 @@ def create_app(detector: Detector, options: ServeOptions | None = None) -> FastA
     batcher = DynamicBatcher(detector.detect_images, max_batch=options.max_batch,
                              max_wait_ms=options.max_wait_ms, max_queue=options.max_queue)
     info = model_info(detector)
-    counts = {"requests": 0, "errors": 0}
+    counts = {"requests": 0, "errors": 0, "active": 0}  # active: POST /predict being read, decoded, queued or run
     started = time.time()
 
     async def lifespan(app: FastAPI):
@@ -169,6 +170,14 @@ def create_app(detector: Detector, options: ServeOptions | None = None) -> FastA
                       score_threshold: float | None = Query(None, ge=0, le=1),
                       max_detections: int | None = Query(None, ge=1),
                       draw: bool = False, format: Literal["jpeg", "png"] = "jpeg"):
+        counts["active"] += 1
+        try:
+            return await answer(request, score_threshold, max_detections, draw, format)
+        finally:
+            counts["active"] -= 1
+
+    async def answer(request: Request, score_threshold: float | None, max_detections: int | None,
+                     draw: bool, format: str):
         arrived = time.perf_counter()
         data, name = await read_upload(request, options.max_upload_bytes)
         try:
