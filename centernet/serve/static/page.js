@@ -62,6 +62,7 @@ async function detect(file) {
   const photo = $("photo");
   if (photo.src) URL.revokeObjectURL(photo.src);
   photo.src = URL.createObjectURL(file);
+  for (const id of ["controls", "stage", "detections"]) $(id).hidden = false;
   fitImage();
   await photo.decode().catch(() => {});  // laid out at its size before the labels are sized
   $("overlay").setAttribute("viewBox", `0 0 ${result.width} ${result.height}`);
@@ -70,17 +71,18 @@ async function detect(file) {
   $("latency").textContent = `${Math.round(roundTripMs)} ms round trip · server ${Math.round(t.total)} ms ` +
     `(decode ${Math.round(t.decode)}, queue ${Math.round(t.queue)}, model ${Math.round(t.inference)} ms ` +
     `in a batch of ${result.batch_size})`;
-  for (const id of ["controls", "stage", "detections"]) $(id).hidden = false;
   render();
 }
 
-// Show the image as large as the page allows (small images too), at most 75% of the window's height;
-// the SVG over it scales with it (its viewBox is in image pixels).
+// Show the image as large as the page allows (small images too) and whole in the window below its
+// top; the SVG over it scales with it (its viewBox is in image pixels).
 function fitImage() {
   if (!result) return;
   const room = document.querySelector("main").clientWidth - 40;  // less main's padding
   const beside = room >= 900 ? room - 340 : room;  // the table goes to its right on a wide page
-  const width = Math.min(beside, 0.75 * window.innerHeight * result.width / result.height);
+  const top = $("result").getBoundingClientRect().top + window.scrollY;
+  const height = Math.max(240, window.innerHeight - top - 40);  // room for the caption below
+  const width = Math.min(beside, height * result.width / result.height);
   document.querySelector(".frame").style.width = `${Math.max(160, Math.round(width))}px`;
 }
 
@@ -110,16 +112,19 @@ function render() {
     const tagHeight = font * 1.3, tagY = y1 - tagHeight >= 0 ? y1 - tagHeight : y1;  // above the box
     const tag = document.createElementNS(SVG, "rect");
     tag.setAttribute("class", "tag");
-    tag.setAttribute("x", x1); tag.setAttribute("y", tagY);
+    tag.setAttribute("y", tagY);
     tag.setAttribute("height", tagHeight);
     tag.setAttribute("fill", color);
     const label = document.createElementNS(SVG, "text");
-    label.setAttribute("x", x1 + font * 0.2); label.setAttribute("y", tagY + font * 0.1);
+    label.setAttribute("y", tagY + font * 0.1);
     label.setAttribute("font-size", font);
     label.textContent = text;
     group.append(box, tag, label);
     overlay.append(group);
-    tag.setAttribute("width", label.getComputedTextLength() + font * 0.4);  // measured once drawn
+    const tagWidth = label.getComputedTextLength() + font * 0.4;  // measured once drawn
+    const tagX = Math.max(0, Math.min(x1, result.width - tagWidth));  // inside the image's right edge
+    tag.setAttribute("x", tagX); tag.setAttribute("width", tagWidth);
+    label.setAttribute("x", tagX + font * 0.2);
 
     const row = rows.insertRow();
     row.insertCell().innerHTML = `<span class="swatch" style="background:${color}"></span>`;
