@@ -410,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=8, help="images in one forward pass at most")
     p.add_argument("--max-wait-ms", type=float, default=10.0,
-                   help="how long the first request of a batch waits for others to join it")
+                   help="under concurrent load, how long a batch waits for more requests to join it "
+                        "(a lone client never waits)")
     p.add_argument("--max-queue", type=int, default=64, help="requests waiting for the model at most (more: 503)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="an upload's size at most (more: 413)")
     p.add_argument("--max-pixels", type=int, default=40_000_000,

@@ -15,7 +15,8 @@ Endpoints (every error is a 4xx/5xx with the one-line JSON ``{"error": "..."}``)
 One request's path: the body is read up to ``max_upload_mb`` (more is refused while it streams),
 the image decoded in a worker thread (its header checked against ``max_pixels`` first), then
 queued for the :class:`~centernet.serve.batching.DynamicBatcher`, which runs it through the model
-with whatever other requests arrived within ``max_wait_ms`` (up to ``max_batch``). The detector
+with the requests queued with it (up to ``max_batch``; under concurrent load it waits up to
+``max_wait_ms`` for more). The detector
 keeps its top ``max_detections`` of every image; each request filters them by its own threshold.
 """
 
@@ -52,7 +53,7 @@ class ServeOptions:
     """The server's batching, limits and defaults (``centernet serve`` flags of the same names)."""
 
     max_batch: int = 8  # images in one forward pass at most
-    max_wait_ms: float = 10.0  # how long the first request of a batch waits for more
+    max_wait_ms: float = 10.0  # under concurrent load, how long a batch waits for more (see batching)
     max_queue: int = 64  # requests waiting for the model at most; more get 503
     max_upload_mb: float = 20.0  # an upload's size at most
     max_pixels: int = 40_000_000  # an image's width x height at most (checked before decoding)
