@@ -1,4 +1,5 @@
-"""The training loop: Adam with PaddleDetection's step schedule, EMA, AMP, DDP, exact resume.
+"""The training loop: Adam with PaddleDetection's step schedule (or the short-run cosine one), EMA,
+AMP, DDP, exact resume.
 
 A run folder holds everything a run makes::
 
@@ -58,6 +59,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .distributed import EpochBatchSampler, Process
 from .evaluate import METRIC_NAMES, evaluate, format_metrics
 from .predict import Detector, select_device
+from .schedule import SCHEDULES, build_scheduler
 from .tensorboard_logger import TensorBoardLogger, tensorboard_wanted, validation_pictures
 
 LOSS_NAMES = ["loss", "heatmap_loss", "wh_loss", "offset_loss"]
@@ -226,7 +228,7 @@ class Trainer:
         self.criterion = CenterNetLoss()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, train.scaled_milestones(), train.gamma)
+        self.scheduler = build_scheduler(self.optimizer, train, len(self._sampler(0).plan))
         self.amp_dtype = AMP_DTYPES[train.amp_dtype]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.amp and self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, train.ema_decay) if train.ema else None
@@ -305,6 +307,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema:
             self.ema.update(self.model)
@@ -410,7 +413,6 @@ class Trainer:
             resuming = epoch == self.start_epoch
             row = self.train_one_epoch(epoch, self.start_step if resuming else 0,
                                        self.start_totals if resuming else None)
-            self.scheduler.step()
             last = epoch == train.epochs - 1
             due = train.eval_interval and (epoch + 1) % train.eval_interval == 0
             metrics = {}
@@ -452,6 +454,10 @@ def _check_train_config(train) -> None:
             raise ValueError(f"train.{name} must be at least 1, got {getattr(train, name)}")
     if train.checkpoint_interval < 0:
         raise ValueError(f"train.checkpoint_interval must be >= 0, got {train.checkpoint_interval}")
+    if train.schedule not in SCHEDULES:
+        raise ValueError(f"train.schedule must be one of {list(SCHEDULES)}, got {train.schedule!r}")
+    if not 0 <= train.warmup_epochs <= train.epochs:
+        raise ValueError(f"train.warmup_epochs must be in [0, epochs={train.epochs}], got {train.warmup_epochs}")
 
 
 def _keep_csv_rows(path: Path, epochs_done: int) -> None:
