@@ -65,7 +65,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                     device=args.device, eval_interval=args.eval_interval, ema=args.ema or None,
                     amp=bool(args.amp) or None, amp_dtype=_AMP_DTYPES.get(args.amp), grad_clip=args.grad_clip,
                     accumulate=args.accumulate, sync_bn=args.sync_bn, checkpoint_interval=args.checkpoint_interval,
-                    tensorboard=args.tensorboard)
+                    tensorboard=args.tensorboard, schedule=args.schedule, warmup_epochs=args.warmup_epochs)
     try:
         summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
     except ModuleNotFoundError as error:
@@ -269,7 +269,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import generate_dataset
 
-    generate_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed)
+    generate_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed, preset=args.preset)
     print(f"synthetic COCO data set in {args.out} (train/ and val/, images/ + annotations.json)")
     return 0
 
@@ -308,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
+    p.add_argument("--schedule", choices=["step", "cosine"],
+                   help="step: lr x0.1 at PaddleDetection's milestones (default); cosine: the short-run recipe "
+                        "(see README, Training from scratch in a few thousand images)")
+    p.add_argument("--warmup-epochs", type=float, help="linear lr warm-up over these epochs (default 0)")
     p.add_argument("--workers", type=int, help="data loading processes")
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-interval", type=int, help="epochs between validations (0: only at the end)")
@@ -421,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=int, default=1000, help="training images")
     p.add_argument("--val", type=int, default=200, help="validation images")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", choices=["hard", "demo"], default="hard",
+                   help="hard: tiny to large objects, occlusion, clutter (the benchmark); demo: fewer, larger, "
+                        "whole objects on quieter backgrounds (what `make demo` trains on)")
     p.set_defaults(func=cmd_synth)
 
     p = commands.add_parser("models", help="list the model names with their parameter counts")
