@@ -56,6 +56,7 @@ class Preset:
     curves: int = 5
     noise: float = 10.0  # sensor noise: standard deviation drawn in [0, noise]
     min_quality: int = 35  # JPEG quality drawn in [min_quality, 95]
+    num_classes: int = len(CLASSES)  # objects of the first num_classes of CLASSES only
 
 
 PRESETS = {
@@ -82,6 +83,8 @@ def generate_dataset(out_dir: str | Path, num_train: int = 1200, num_val: int = 
         preset = PRESETS[preset]
     overrides = {"min_side": min_side, "max_side": max_side, "max_objects": max_objects}
     preset = replace(preset, **{key: value for key, value in overrides.items() if value is not None})
+    if not 1 <= preset.num_classes <= len(CLASSES):
+        raise ValueError(f"num_classes must be in [1, {len(CLASSES)}], got {preset.num_classes}")
     if not 16 <= preset.min_side <= preset.max_side:
         raise ValueError(f"need 16 <= min_side <= max_side, got {preset.min_side} and {preset.max_side}")
     if num_train < 0 or num_val < 0:
@@ -107,7 +110,8 @@ def generate_dataset(out_dir: str | Path, num_train: int = 1200, num_val: int = 
                 annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
                                     "bbox": bbox, "area": area, "iscrowd": 0})
         ann_file = out_dir / split / "annotations.json"
-        categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
+        categories = [{"id": i + 1, "name": name, "supercategory": "shape"}
+                      for i, name in enumerate(CLASSES[:preset.num_classes])]
         coco = {"info": {"description": "centernet synthetic shapes", "seed": seed, "split": split,
                          "preset": preset.__dict__},
                 "images": images, "annotations": annotations, "categories": categories}
@@ -126,7 +130,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
     min_size = min(preset.min_object, 0.5 * min(height, width))
     max_size = max(min_size + 1, preset.max_object * min(height, width))
     for k in range(count):
-        label = int(rng.integers(len(CLASSES)))
+        label = int(rng.integers(preset.num_classes))
         size = math.exp(rng.uniform(math.log(min_size), math.log(max_size)))
         margin = 0.5 * size if preset.inside else 0.0
         center = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
