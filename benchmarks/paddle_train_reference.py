@@ -15,12 +15,19 @@ writes what PaddleDetection 2.6.0 itself computes, for our side to reproduce:
                                        Lighting, NormalizeImage, Permute, Gt2CenterNetTarget) on
                                        the images and boxes listed in IMAGES_JSON, every random draw
                                        recorded so that our pipeline can replay it -> DIR/pipeline.npz
+  train MODEL --data DIR --out DIR     PaddleDetection's own Trainer (ppdet.engine.Trainer, its
+                                       reader, loss, Adam and PiecewiseDecay, COCO evaluation) on
+                                       a COCO folder laid out as `centernet synth` writes it, from
+                                       scratch; per-epoch losses and val metrics -> DIR/metrics.csv
 """
 
 import argparse
+import csv
 import json
 import os
+import random
 import sys
+import time
 
 import numpy as np
 
@@ -187,6 +194,187 @@ def pipeline(listing, out_dir, input_size, draws, seed):
     print(f"pipeline: {n} samples ({len(items)} images x {draws} draws) -> {out_dir}")
 
 
+# -------------------------------------------------------------------------------- the whole trainer
+
+CONFIG = """\
+architecture: CenterNet
+use_gpu: false
+log_iter: 20
+save_dir: {out}/output
+snapshot_epoch: {eval_interval}
+epoch: {epochs}
+num_classes: {num_classes}
+metric: COCO
+worker_num: {workers}
+use_ema: false
+norm_type: bn
+weights: {out}/output/model_final
+
+CenterNet:
+  backbone: {backbone}
+  neck: CenterNetDLAFPN
+  head: CenterNetHead
+  post_process: CenterNetPostProcess
+{backbone_config}
+CenterNetDLAFPN:
+{neck_config}
+CenterNetHead:
+  head_planes: {head_planes}
+  regress_ltrb: False
+CenterNetPostProcess:
+  max_per_img: 100
+  regress_ltrb: False
+
+LearningRate:
+  base_lr: {lr}
+  schedulers:
+  - !PiecewiseDecay
+    gamma: 0.1
+    milestones: {milestones}
+    use_warmup: False
+OptimizerBuilder:
+  optimizer:
+    type: Adam
+  regularizer: NULL
+
+TrainDataset:
+  !COCODataSet
+    image_dir: images
+    anno_path: annotations.json
+    dataset_dir: {data}/train
+    data_fields: ['image', 'gt_bbox', 'gt_class', 'is_crowd']
+EvalDataset:
+  !COCODataSet
+    image_dir: images
+    anno_path: annotations.json
+    dataset_dir: {data}/val
+    allow_empty: true
+
+TrainReader:
+  inputs_def:
+    image_shape: [3, {size}, {size}]
+  sample_transforms:
+    - Decode: {{}}
+    - FlipWarpAffine: {{keep_res: False, input_h: {size}, input_w: {size}, use_random: True}}
+    - CenterRandColor: {{}}
+    - Lighting: {{eigval: {eigval}, eigvec: {eigvec}}}
+    - NormalizeImage: {{mean: {mean}, std: {std}, is_scale: False}}
+    - Permute: {{}}
+    - Gt2CenterNetTarget: {{num_classes: {num_classes}, down_ratio: 4, max_objs: 128}}
+  batch_size: {batch_size}
+  shuffle: True
+  drop_last: True
+  use_shared_memory: False
+EvalReader:
+  sample_transforms:
+    - Decode: {{}}
+    - WarpAffine: {{keep_res: True, input_h: {size}, input_w: {size}}}
+    - NormalizeImage: {{mean: {mean}, std: {std}}}
+    - Permute: {{}}
+  batch_size: 1
+TestReader:
+  sample_transforms:
+    - Decode: {{}}
+    - WarpAffine: {{keep_res: True, input_h: {size}, input_w: {size}}}
+    - NormalizeImage: {{mean: {mean}, std: {std}, is_scale: True}}
+    - Permute: {{}}
+  batch_size: 1
+"""
+
+# The backbone and neck sections of PaddleDetection's configs/centernet/*.yml, by our row name.
+ROW_CONFIGS = {
+    "centernet_mbv3_small": ("MobileNetV3", "MobileNetV3:\n  model_name: small\n  scale: 1.\n"
+                             "  with_extra_blocks: false\n  extra_block_filters: []\n  feature_maps: [4, 9, 12]\n",
+                             "  first_level: 0\n  last_level: 3\n  down_ratio: 8\n  dcn_v2: False\n"),
+    "centernet_mbv3_large": ("MobileNetV3", "MobileNetV3:\n  model_name: large\n  scale: 1.\n"
+                             "  with_extra_blocks: false\n  extra_block_filters: []\n  feature_maps: [4, 7, 13, 16]\n",
+                             "  first_level: 0\n  last_level: 4\n  down_ratio: 4\n  dcn_v2: False\n"),
+}
+
+
+class MetricsLog:
+    """A ppdet callback: each epoch's mean losses (from the trainer's running sums) and, after each
+    evaluation, the 12 COCO numbers, as rows of metrics.csv (the columns of ours)."""
+
+    COCO = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
+    LOSSES = {"loss": "loss", "heatmap_loss": "heatmap_loss", "wh_loss": "size_loss", "offset_loss": "offset_loss"}
+
+    def __init__(self, trainer, path):
+        from ppdet.engine.callbacks import Callback
+
+        class _Callback(Callback):
+            def on_epoch_begin(inner, status):
+                self.epoch_begin(status)
+
+            def on_epoch_end(inner, status):
+                self.epoch_end(status)
+
+        self.callback = _Callback(trainer)
+        self.trainer, self.path = trainer, path
+        self.row, self.start, self.sums = {}, 0.0, {}
+        with open(path, "w", newline="") as handle:
+            csv.writer(handle).writerow(["epoch", "lr", *self.LOSSES, "images_per_s", "epoch_s", *self.COCO])
+
+    def _totals(self, status):
+        meters = (status["training_staus"].meters if "training_staus" in status else None) or {}
+        return {name: (meters[key].total, meters[key].count) for name, key in self.LOSSES.items() if key in meters}
+
+    def epoch_begin(self, status):
+        if status["mode"] == "train":
+            self.start, self.sums = time.time(), self._totals(status)
+
+    def epoch_end(self, status):
+        if status["mode"] == "train":
+            seconds = time.time() - self.start
+            self.row = {"epoch": status["epoch_id"] + 1, "lr": status.get("learning_rate"),
+                        "images_per_s": status["steps_per_epoch"] * self.trainer.cfg.TrainReader["batch_size"] / seconds,
+                        "epoch_s": seconds}
+            for name, (total, count) in self._totals(status).items():
+                before_total, before_count = self.sums.get(name, (0.0, 0))
+                self.row[name] = (total - before_total) / max(count - before_count, 1)
+            last = status["epoch_id"] + 1 == self.trainer.cfg.epoch
+            if (status["epoch_id"] + 1) % self.trainer.cfg.snapshot_epoch and not last:
+                self.write()  # no evaluation this epoch
+        else:
+            stats = self.trainer._metrics[0].get_results()["bbox"]
+            self.row.update(zip(self.COCO, (float(v) for v in stats)))
+            self.write()
+
+    def write(self):
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow([self.row.get(k, "") for k in
+                                         ["epoch", "lr", *self.LOSSES, "images_per_s", "epoch_s", *self.COCO]])
+        self.row = {}
+
+
+def train(name, data, out, args):
+    """PaddleDetection's Trainer on ``data`` (``train/`` and ``val/``, images/ + annotations.json)."""
+    from ppdet.core.workspace import load_config
+    from ppdet.engine import Trainer
+
+    if name not in ROW_CONFIGS:
+        raise SystemExit(f"train: rows with a config here: {', '.join(ROW_CONFIGS)}")
+    backbone, backbone_config, neck_config = ROW_CONFIGS[name]
+    categories = json.loads(open(os.path.join(data, "train", "annotations.json")).read())["categories"]
+    text = CONFIG.format(out=out, eval_interval=args.eval_interval, epochs=args.epochs, num_classes=len(categories),
+                         workers=args.workers, backbone=backbone, backbone_config=backbone_config,
+                         neck_config=neck_config, head_planes=args.head_planes, lr=args.lr,
+                         milestones=list(args.milestones), data=os.path.abspath(data), size=args.input_size,
+                         eigval=EIGVAL, eigvec=EIGVEC, mean=MEAN, std=STD, batch_size=args.batch_size)
+    path = os.path.join(out, "config.yml")
+    with open(path, "w") as handle:
+        handle.write(text)
+    paddle.seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    cfg = load_config(path)
+    trainer = Trainer(cfg, mode="train")
+    log = MetricsLog(trainer, os.path.join(out, "metrics.csv"))
+    trainer.register_callbacks([log.callback])
+    trainer.train(validate=True)
+    print(f"PaddleDetection's trainer: {args.epochs} epochs of {name} -> {out}/metrics.csv")
+
+
 def parse_shape(text):
     parts = [int(p) for p in text.lower().split("x")]
     if len(parts) != 3 or min(parts) <= 0:
@@ -215,6 +403,19 @@ def main(argv=None):
     pipe.add_argument("--input-size", type=int, default=256)
     pipe.add_argument("--draws", type=int, default=4, help="random draws per image")
     pipe.add_argument("--seed", type=int, default=0)
+    fit = sub.add_parser("train", help="PaddleDetection's own Trainer on a COCO folder")
+    fit.add_argument("model", choices=sorted(ROW_CONFIGS))
+    fit.add_argument("--data", required=True, help="folder with train/ and val/ (images/ + annotations.json)")
+    fit.add_argument("--out", required=True)
+    fit.add_argument("--input-size", type=int, default=512)
+    fit.add_argument("--head-planes", type=int, default=256)
+    fit.add_argument("--batch-size", type=int, default=8)
+    fit.add_argument("--epochs", type=int, default=60)
+    fit.add_argument("--lr", type=float, default=5e-4)
+    fit.add_argument("--milestones", type=int, nargs="+", default=[39, 51])
+    fit.add_argument("--eval-interval", type=int, default=5)
+    fit.add_argument("--workers", type=int, default=2)
+    fit.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     paddle.set_device("cpu")
@@ -223,6 +424,8 @@ def main(argv=None):
         init_stats(args.model, args.out, args.seeds)
     elif args.command == "step":
         adam_steps(args.model, args.out, args.steps, args.classes, args.shape, args.lr, args.seed)
+    elif args.command == "train":
+        train(args.model, args.data, args.out, args)
     else:
         pipeline(args.listing, args.out, args.input_size, args.draws, args.seed)
     return 0
