@@ -158,11 +158,14 @@ def _resumed_run_config(args: argparse.Namespace):
     return resumed_config(path, stored, epochs_done, given_config, labels), run_dir
 
 
-def _stopped_run(run_dir: str, why: str) -> str:
-    """One line: why training stopped, and how the run continues (or that nothing was saved)."""
+def _stopped_run(run_dir: str, why: str, epochs: int | None) -> str:
+    """One line: why training stopped, and how the run continues (or that nothing was saved);
+    ``epochs``: a length given with --epochs, repeated in the command (last.pt may predate it)."""
     last = Path(run_dir) / "last.pt"
     if last.is_file():
-        return f"{why}; the run continues from {last} (its last checkpoint) with: centernet train --run-dir {run_dir} --resume"
+        again = f" --epochs {epochs}" if epochs else ""
+        return (f"{why}; the run continues from {last} (its last checkpoint) with: "
+                f"centernet train --run-dir {run_dir} --resume{again}")
     return f"{why}; no checkpoint was written yet in {run_dir}, so run the command again to start over"
 
 
@@ -180,10 +183,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise
         raise SystemExit(f"centernet train: error: {error}") from None
     except KeyboardInterrupt:
-        print(f"centernet train: interrupted: {_stopped_run(run_dir, 'stopped by Ctrl-C')}", file=sys.stderr)
+        print(f"centernet train: interrupted: {_stopped_run(run_dir, 'stopped by Ctrl-C', args.epochs)}",
+              file=sys.stderr)
         return 130
     except OutputError as error:
-        print(f"centernet train: error: {_stopped_run(run_dir, str(error))}", file=sys.stderr)
+        print(f"centernet train: error: {_stopped_run(run_dir, str(error), args.epochs)}", file=sys.stderr)
         return 1
     if summary["is_main"]:  # under torchrun, rank 0 reports
         written = [name for name in ("best.pt", "last.pt", "metrics.csv", "losses.png", "map.png")
@@ -574,6 +578,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line (a library's may span several)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command. A user's mistake or a fault ends in one line on stderr naming the file or
     the flag and the problem, with exit code 2 (bad input) or 1 (the machine: disk full, no
@@ -585,11 +594,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (FileNotFoundError, ValueError, FileExistsError, FloatingPointError, IsADirectoryError,
             NotADirectoryError) as error:
-        print(f"centernet {args.command}: error: {error}", file=sys.stderr)
+        print(f"centernet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except OSError as error:  # the disk or the file system: centernet.io.OutputError names the file
-        print(f"centernet {args.command}: error: {error}", file=sys.stderr)
+        print(f"centernet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # (train says more: where last.pt is)
+        print(f"centernet {args.command}: interrupted by Ctrl-C", file=sys.stderr)
+        return 130
     finally:
         warnings.formatwarning = formatting
 

@@ -122,12 +122,11 @@ class CheckReport:
         return {**self.data, "images": images, "annotations": annotations}
 
 
-def error_listing(errors: list[Issue], ann_file: str, limit: int = 50) -> str:
-    """A message listing ``errors`` (the first ``limit``), for an exception."""
-    lines = [str(issue) for issue in errors[:limit]]
-    if len(errors) > limit:
-        lines.append(f"... and {len(errors) - limit} more (run `centernet check-data` for the full list)")
-    return f"{ann_file}: {len(errors)} data error(s):\n" + "\n".join(lines)
+def error_listing(errors: list[Issue], ann_file: str) -> str:
+    """One line for an exception: how many ``errors``, the first in full, where to see them all."""
+    first = str(errors[0]).removeprefix(f"{errors[0].level:<7} ") if errors else "unreadable"
+    more = f"; `centernet check-data {ann_file}` lists all {len(errors)}" if len(errors) > 1 else ""
+    return f"{ann_file}: {len(errors)} data error(s), the first: {first}{more}"
 
 
 def _complete(entry: Any, section: str) -> bool:
@@ -394,7 +393,7 @@ def checked_annotations(image_dir: str | Path, ann_file: str | Path, skip_bad: b
         return report.data
     if not skip_bad or report.fatal:
         raise DataError(error_listing(report.errors, report.ann_file)
-                        + ("" if report.fatal else "\n(--skip-bad-data leaves these entries out)"))
+                        + ("" if report.fatal else " (--skip-bad-data leaves the bad entries out)"))
     data = report.clean()
     warnings.warn(f"{report.ann_file}: left out {len(report.data['images']) - len(data['images'])} images and "
                   f"{len(report.data['annotations']) - len(data['annotations'])} annotations with "

@@ -123,17 +123,25 @@ class Detector:
         return cls(model, class_names=class_names, device=device, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, name: str, weights: str | Path | None = None, num_classes: int = 80,
+    def from_pretrained(cls, name: str, weights: str | Path | None = None, num_classes: int | None = None,
                         device: str | torch.device | None = "auto", **kwargs) -> "Detector":
         """A detector of zoo model ``name`` (``centernet.list_models()``) with PaddleDetection's
         published COCO weights (downloaded once, see ``centernet.weights.hub``), or with ``weights``
-        (a ``.pdparams``, original CenterNet ``.pth`` or checkpoint file). 80 classes get COCO's names.
+        (a ``.pdparams``, original CenterNet ``.pth`` or checkpoint file). ``num_classes`` None: 80
+        for the published weights, the file's own (its heatmap head's, with its width) for
+        ``weights``. 80 classes get COCO's names.
 
             detector = centernet.Detector.from_pretrained("centernet_dla34", score_threshold=0.3)
         """
         from ..models import create_model
 
-        model = create_model(name, num_classes=num_classes, weights=weights, pretrained=weights is None)
+        shape = {"num_classes": 80 if num_classes is None else num_classes}
+        if weights is not None and num_classes is None:  # the file's class count and head width
+            from ..weights import read_weights
+            from ..weights.loading import head_kwargs
+
+            shape.update(head_kwargs(read_weights(weights)[1]))
+        model = create_model(name, weights=weights, pretrained=weights is None, **shape)
         return cls(model, device=device, **kwargs)
 
     @torch.inference_mode()

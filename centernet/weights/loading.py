@@ -24,7 +24,8 @@ from .mapping import looks_original, original_key, paddle_key, strip_prefix
 from .pdparams import UnsafeWeightsError, WeightsError, WeightsFormatError, read_pdparams
 from .safetensors_io import implausible_header, is_safetensors, read_safetensors
 
-__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights", "load_state", "torch_layout"]
+__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights", "load_state", "torch_layout",
+           "head_kwargs"]
 
 # The first pickle of a pre-1.6 torch.save file is this magic number (protocol 2, LONG1 of 10 bytes).
 _LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -132,6 +133,16 @@ def _read_weights(path: Path) -> tuple[str, dict[str, torch.Tensor]]:
         mapped = {original_key(k): v for k, v in state.items()}
         return "original", {k: v for k, v in mapped.items() if k is not None}
     return "centernet", {strip_prefix(k): v for k, v in state.items()}
+
+
+def head_kwargs(weights: dict[str, torch.Tensor]) -> dict[str, int]:
+    """What the heatmap head of ``weights`` (our key names) says about the model it came from:
+    ``num_classes`` (its classifier's outputs) and ``head_planes`` (its hidden conv's), where present."""
+    kwargs = {}
+    for name, key in (("head_planes", "head.heatmap.0.conv.bias"), ("num_classes", "head.heatmap.2.conv.bias")):
+        if isinstance(weights.get(key), torch.Tensor) and weights[key].ndim == 1:
+            kwargs[name] = int(weights[key].shape[0])
+    return kwargs
 
 
 def _linear_weights(model: nn.Module) -> set[str]:
