@@ -183,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise
         raise SystemExit(f"centernet train: error: {error}") from None
     except KeyboardInterrupt:
-        print(f"centernet train: interrupted: {_stopped_run(run_dir, 'stopped by Ctrl-C', args.epochs)}",
+        after_bar = "" if args.quiet else "\n"  # (a progress bar may hold the line)
+        print(f"{after_bar}centernet train: interrupted: {_stopped_run(run_dir, 'stopped by Ctrl-C', args.epochs)}",
               file=sys.stderr)
         return 130
     except OutputError as error:

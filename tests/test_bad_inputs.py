@@ -566,8 +566,9 @@ def test_resume_stops_before_touching_the_run_when_its_data_went_bad(tmp_path, c
 
 
 CTRL_C_DRIVER = r'''
-import os, sys, time
+import os, signal, sys, time
 import torch
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a background CI job may ignore it)
 real_step, steps = torch.optim.Adam.step, {"n": 0}
 
 def step(self, *args, **kwargs):

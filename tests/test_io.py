@@ -86,7 +86,16 @@ def test_an_output_group_left_by_an_exception_replaces_nothing(tmp_path):
     assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.jpg"]
 
 
-def test_ctrl_c_during_a_checkpoint_write_waits_until_the_file_is_whole(tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt, as in a terminal (a CI job run in the background may
+    start with SIGINT ignored)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_checkpoint_write_waits_until_the_file_is_whole(tmp_path, monkeypatch, ctrl_c_raises):
     path = tmp_path / "last.pt"
     real_save = torch.save
 

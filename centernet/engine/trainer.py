@@ -247,7 +247,7 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.process.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(".*.pt.*.tmp"):  # left by a run killed while saving
+            for stale in self.run_dir.glob(".*.tmp"):  # left by a run killed while saving
                 stale.unlink(missing_ok=True)
             save_config(config, self.run_dir / "config.yaml")
 
