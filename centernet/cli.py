@@ -11,7 +11,10 @@ from . import __version__
 
 
 def _input_size(text: str) -> tuple[int, int]:
-    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    except ValueError:
+        parts = []
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) <= 0 or any(p % 32 for p in parts):
@@ -176,6 +179,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.pretrained is not None and args.pretrained_backbone is not None:
         raise ValueError("--pretrained sets the whole model and --pretrained-backbone only its backbone: give one")
     config, run_dir = _resumed_run_config(args) if args.resume else _new_run_config(args)
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise ValueError(f"--run-dir {run_dir}: is a file, not a folder")
     try:
         summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
     except ModuleNotFoundError as error:

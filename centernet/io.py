@@ -37,15 +37,16 @@ __all__ = ["OutputError", "atomic_open", "write_bytes", "write_text", "write_jso
 
 _REASONS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
             errno.EFBIG: "file too large for the file system", errno.EROFS: "read-only file system",
-            errno.EACCES: "permission denied", errno.EPERM: "permission denied"}
+            errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+            errno.EISDIR: "a folder is in the way", errno.ENOTDIR: "a file is in the way of its folder"}
 _SHOWN = 5  # tensor names listed in a message
 
 
 class OutputError(OSError):
     """An output file could not be written; what was at its path before is unchanged."""
 
-    def __init__(self, error: OSError, path: str | Path):
-        reason = _REASONS.get(error.errno) or error.strerror or str(error)
+    def __init__(self, error: OSError, path: str | Path, reason: str | None = None):
+        reason = reason or _REASONS.get(error.errno) or error.strerror or str(error)
         super().__init__(error.errno, reason, str(path))
         self.message = f"{reason}: {path} (nothing there was replaced)"
 
@@ -91,6 +92,9 @@ def _temporary(path: Path) -> tuple[int, str]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         return tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError) as error:  # a file where a folder should be
+        blocker = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), path.parent)
+        raise OutputError(error, path, f"{blocker} is a file, not a folder") from None
     except OSError as error:
         raise _output_error(error, path) from None
 
@@ -302,11 +306,12 @@ def _refusal_reason(error: Exception) -> str:
     the file unsafely)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
     found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please use|$)", text, re.M)
-    if found:
+    if found and found.group(1).strip():
         return found.group(1).strip()
+    advice = ("weights_only", "torch.load", "http", "Weights only", "Please file an issue")
     for paragraph in (part.strip() for part in text.split("\n\n")):
         line = " ".join(paragraph.split())
-        if line and not any(word in line for word in ("weights_only", "torch.load", "http", "Weights only")):
+        if line and not any(word in line for word in advice):
             return line
     return "Python objects"
 
@@ -324,13 +329,17 @@ def load_torch_file(path: str | Path, what: str = "file", refused: type[Exceptio
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        reason = _refusal_reason(error)
+        if not re.search(r"global|class|reduce|persistent|Python objects", reason, re.I):  # no pickle at all
+            raise corrupt(f"{path}: not a readable {what} (truncated, corrupt or another format?): {reason}") from None
         raise refused(f"{path}: refused to load: the file holds objects other than tensors and plain data "
-                      f"({_refusal_reason(error)}); a {what} holds only tensors, numbers and strings") from None
+                      f"({reason}); a {what} holds only tensors, numbers and strings") from None
     except MemoryError:
         raise refused(f"{path}: not enough memory to load it") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
             AttributeError) as error:
         reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        reason = re.sub(r"\s*\(Could this error message be improved\?.*$", "", reason)  # torch's aside
         raise corrupt(f"{path}: not a readable {what} (truncated or corrupt?): {reason}") from None
 
 

@@ -459,6 +459,37 @@ def test_bad_values_in_a_config_file_are_named(section, key, value, tmp_path, ca
     assert not run.exists()
 
 
+# ----------------------------------------------------------------------------- paths of the wrong kind
+
+WRONG_PATHS = [  # (name, the command line from (split, run, a file), exit code, words of the error line)
+    ("run_dir_is_a_file", lambda split, run, file: train_args(split, file), 2, ["--run-dir", "is a file, not a folder"]),
+    ("predict_out_is_a_file", lambda split, run, file: ["predict", str(split / "images"), "--weights",
+                                                         str(run / "best.pt"), "--device", "cpu", "--out", str(file)],
+     1, ["is a file, not a folder", "1.jpg (nothing there was replaced)"]),
+    ("export_out_is_a_folder", lambda split, run, file: ["export", "--weights", str(run / "best.pt"), "--out",
+                                                         str(split)], 1, ["a folder is in the way", "data"]),
+    ("image_folder_is_a_file", lambda split, run, file: ["eval", "--weights", str(run / "best.pt"), "--images",
+                                                         str(file), "--ann", str(split / "annotations.json")],
+     2, ["a_file: is a file, not the folder of the images"]),
+    ("an_image_as_checkpoint", lambda split, run, file: ["eval", "--weights", str(split / "images/1.jpg"), "--images",
+                                                         str(split / "images"), "--ann", str(split / "annotations.json")],
+     2, ["1.jpg: not a readable checkpoint"]),
+    ("input_size_not_a_number", lambda split, run, file: [*train_args(split, run), "--input-size", "abc"],
+     2, ["argument --input-size", "'abc'"]),
+]
+
+
+@pytest.mark.parametrize("name, argv, code, words", WRONG_PATHS, ids=[case[0] for case in WRONG_PATHS])
+def test_paths_of_the_wrong_kind_are_named(name, argv, code, words, run_copy, tmp_path, capsys):
+    split = base_split(tmp_path / "data")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder")
+    before = fingerprint(run_copy)
+    fails(argv(split, run_copy, a_file), code=code)
+    error_line(capsys, *words)
+    assert fingerprint(run_copy) == before and a_file.read_text() == "not a folder"
+
+
 # ----------------------------------------------------------------------------- resume
 
 RESUME_REFUSED = [  # (flags, words of the one error line)

@@ -182,6 +182,8 @@ class CocoDetection(torch.utils.data.Dataset):
                  annotations: dict | None = None):
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
+        if self.image_dir.exists() and not self.image_dir.is_dir():
+            raise DataError(f"{self.image_dir}: is a file, not the folder of the images of {self.ann_file}")
         self.transform = transform
         self.with_targets = with_targets
         self.stride, self.max_objs, self.corrected_radius = stride, max_objs, corrected_radius
