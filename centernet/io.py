@@ -124,10 +124,15 @@ def _written_temporary(path: Path) -> Iterator[tuple[_RecordingWriter, str]]:
             handle = _RecordingWriter(raw)
             try:
                 yield handle, tmp_name
+            except BaseException:
+                if handle.error is not None:  # a failed write, whatever the writer made of it
+                    raise _output_error(handle.error, path) from None
+                raise
+            try:
                 handle.flush()
                 os.fsync(raw.fileno())
-            except BaseException as error:
-                raise (_output_error(handle.error, path) if handle.error else _output_error(error, path)) from None
+            except OSError as error:
+                raise _output_error(error, path) from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
