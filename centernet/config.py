@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from .io import write_text
+
 
 @dataclass
 class ModelConfig:
@@ -142,4 +144,4 @@ def save_config(config: Config, path: str | Path) -> None:
     data = config.to_dict()
     data["data"]["input_size"] = list(data["data"]["input_size"])
     data["train"]["milestones"] = list(data["train"]["milestones"])
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    write_text(path, yaml.safe_dump(data, sort_keys=False))
