@@ -81,14 +81,14 @@ class PaddleCenterNet(paddle.nn.Layer):
     """Backbone + CenterNetDLAFPN + CenterNetHead with the sub-layer names of ppdet's CenterNet
     (``backbone.``, ``neck.``, ``head.``), so the state-dict keys are those of its weights files."""
 
-    def __init__(self, name):
+    def __init__(self, name, num_classes=NUM_CLASSES, head_planes=256):
         super().__init__()
         build_backbone, neck_kwargs = ZOO[name]
         self.backbone = build_backbone()
         in_channels = [shape.channels for shape in self.backbone.out_shape]
         self.neck = CenterNetDLAFPN(in_channels=in_channels, **neck_kwargs)
-        self.head = CenterNetHead(self.neck.out_shape[0].channels, num_classes=NUM_CLASSES,
-                                  head_planes=256, regress_ltrb=False)
+        self.head = CenterNetHead(self.neck.out_shape[0].channels, num_classes=num_classes,
+                                  head_planes=head_planes, regress_ltrb=False)
 
     def forward(self, images):
         """images [B,3,H,W] -> raw maps: heatmap LOGITS (before ppdet's sigmoid), size, offset."""
@@ -101,12 +101,12 @@ class PaddleCenterNet(paddle.nn.Layer):
         }
 
 
-def build(name, seed=0):
+def build(name, seed=0, num_classes=NUM_CLASSES, head_planes=256):
     if name not in ZOO:
         raise SystemExit(f"unknown model {name!r}; known: {', '.join(ZOO)}")
     paddle.seed(seed)
     np.random.seed(seed)
-    return PaddleCenterNet(name)
+    return PaddleCenterNet(name, num_classes, head_planes)
 
 
 def count(layer):

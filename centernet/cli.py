@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 from . import __version__
 
 
 def _input_size(text: str) -> tuple[int, int]:
-    parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",") if p]
+    except ValueError:
+        parts = []
     if len(parts) == 1:
         parts *= 2
     if len(parts) != 2 or min(parts) <= 0 or any(p % 32 for p in parts):
@@ -19,6 +23,44 @@ def _input_size(text: str) -> tuple[int, int]:
 
 
 _AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def _at_least(low: int):
+    """An argparse type: an integer of at least ``low`` (the error names the flag)."""
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return integer
+
+
+def _number_in(low: float, high: float = float("inf"), low_open: bool = False):
+    """An argparse type: a finite number in [low, high] (or (low, high] with ``low_open``)."""
+    def number(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low < value if low_open else low <= value) or not value <= high or value != value:
+            bounds = f"{'above' if low_open else 'at least'} {low:g}" + ("" if high == float("inf") else f" and at most {high:g}")
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text}")
+        return value
+    return number
+
+
+def _device(text: str) -> str:
+    """An argparse type: a device this machine has (cpu, cuda, cuda:N, auto)."""
+    from .engine.predict import select_device
+
+    try:
+        select_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _data_split(data_dir: str | None, split: str, convert_dir: Path | None = None) -> tuple[str | None, str | None]:
@@ -36,44 +78,128 @@ def _data_split(data_dir: str | None, split: str, convert_dir: Path | None = Non
     return str(root / "images"), str(root / "annotations.json")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+# The settings `centernet train` flags give: config key -> (the args attribute, the flag).
+_TRAIN_FLAGS = {
+    "model.name": ("model", "--model"), "model.head_planes": ("head_planes", "--head-planes"),
+    "model.pretrained": ("pretrained", "--pretrained"),
+    "model.pretrained_backbone": ("pretrained_backbone", "--pretrained-backbone"),
+    "data.input_size": ("input_size", "--input-size"), "data.workers": ("workers", "--workers"),
+    "data.eval_keep_res": ("eval_keep_res", "--eval-keep-res"), "data.check": ("check_data", "--check-data"),
+    "train.epochs": ("epochs", "--epochs"), "train.batch_size": ("batch_size", "--batch-size"),
+    "train.lr": ("lr", "--lr"), "train.seed": ("seed", "--seed"), "train.device": ("device", "--device"),
+    "train.eval_interval": ("eval_interval", "--eval-interval"), "train.grad_clip": ("grad_clip", "--grad-clip"),
+    "train.accumulate": ("accumulate", "--accumulate"), "train.sync_bn": ("sync_bn", "--sync-bn"),
+    "train.checkpoint_interval": ("checkpoint_interval", "--checkpoint-interval"),
+    "train.tensorboard": ("tensorboard", "--tensorboard"),
+    "train.schedule": ("schedule", "--schedule"), "train.warmup_epochs": ("warmup_epochs", "--warmup-epochs"),
+}
+
+
+def _given_train_settings(args: argparse.Namespace, run_dir: str) -> dict[str, tuple[object, str]]:
+    """The settings the command line gives: ``{"train.lr": (0.001, "--lr")}``, flags left out
+    excluded (so that a resumed run can tell what was asked of it)."""
+    given = {key: (getattr(args, attribute), flag) for key, (attribute, flag) in _TRAIN_FLAGS.items()}
+    given.update({"data.skip_bad": (args.skip_bad_data or None, "--skip-bad-data"),
+                  "train.ema": (args.ema or None, "--ema"), "train.amp": (bool(args.amp) or None, "--amp"),
+                  "train.amp_dtype": (_AMP_DTYPES.get(args.amp), "--amp")})
+    for split in ("train", "val"):
+        images, ann = _data_split(args.data, split, Path(run_dir) / "data")
+        for kind, from_data in (("images", images), ("ann", ann)):
+            flag_value = getattr(args, f"{split}_{kind}")
+            given[f"data.{split}_{kind}"] = ((flag_value, f"--{split}-{kind}") if flag_value
+                                             else (from_data, "--data"))
+    return {key: value for key, value in given.items() if value[0] is not None}
+
+
+def _apply(config, given: dict[str, tuple[object, str]]) -> None:
+    for key, (value, _) in given.items():
+        section, name = key.split(".")
+        config.override(section, **{name: value})
+
+
+def _new_run_config(args: argparse.Namespace):
+    """The configuration of a new run: --config (or the defaults), then the flags."""
     from .config import Config, load_config
-    from .engine.trainer import train
 
     config = load_config(args.config) if args.config else Config()
-    if args.pretrained is not None and args.pretrained_backbone is not None:
-        raise ValueError("--pretrained sets the whole model and --pretrained-backbone only its backbone: give one")
-    pretrained, pretrained_backbone = args.pretrained, args.pretrained_backbone
-    if pretrained == "":  # --pretrained without a path: the zoo row's published COCO weights
+    name = args.model or config.model.name
+    if args.pretrained == "":  # --pretrained without a path: the zoo row's published COCO weights
         from .weights.hub import zoo_weights
 
-        pretrained = str(zoo_weights(args.model or config.model.name, progress=not args.quiet))
-    if pretrained_backbone == "":  # without a path: the ImageNet backbone PaddleDetection starts the row from
+        args.pretrained = str(zoo_weights(name, progress=not args.quiet))
+    if args.pretrained_backbone == "":  # without a path: the ImageNet backbone PaddleDetection starts the row from
         from .weights.hub import backbone_weights
 
-        pretrained_backbone = str(backbone_weights(args.model or config.model.name, progress=not args.quiet))
-    config.override("model", name=args.model, pretrained=pretrained, pretrained_backbone=pretrained_backbone,
-                    head_planes=args.head_planes)
-    run_dir = args.run_dir or str(Path("runs") / config.model.name)
-    train_images, train_ann = _data_split(args.data, "train", Path(run_dir) / "data")
-    val_images, val_ann = _data_split(args.data, "val", Path(run_dir) / "data")
-    config.override("data", train_images=args.train_images or train_images, train_ann=args.train_ann or train_ann,
-                    val_images=args.val_images or val_images, val_ann=args.val_ann or val_ann,
-                    input_size=args.input_size, workers=args.workers, eval_keep_res=args.eval_keep_res,
-                    check=args.check_data, skip_bad=args.skip_bad_data or None)
-    config.override("train", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                    device=args.device, eval_interval=args.eval_interval, ema=args.ema or None,
-                    amp=bool(args.amp) or None, amp_dtype=_AMP_DTYPES.get(args.amp), grad_clip=args.grad_clip,
-                    accumulate=args.accumulate, sync_bn=args.sync_bn, checkpoint_interval=args.checkpoint_interval,
-                    tensorboard=args.tensorboard)
+        args.pretrained_backbone = str(backbone_weights(name, progress=not args.quiet))
+    run_dir = args.run_dir or str(Path("runs") / name)
+    _apply(config, _given_train_settings(args, run_dir))
+    return config, run_dir
+
+
+def _resumed_run_config(args: argparse.Namespace):
+    """The configuration a run continues with under --resume: the one in its last.pt, with the
+    changes ``engine.resume`` allows among the settings given by flags or --config."""
+    import yaml
+
+    from .config import Config, load_config
+    from .engine.resume import load_resume_point, resumed_config
+
+    for flag, value in (("--pretrained", args.pretrained), ("--pretrained-backbone", args.pretrained_backbone)):
+        if value is not None:
+            raise ValueError(f"{flag}: a resumed run continues from the weights in its last.pt; leave {flag} out")
+    run_dir = args.run_dir or str(Path("runs") / (args.model or Config().model.name))
+    path = Path(run_dir) / "last.pt"
+    _, stored, epochs_done = load_resume_point(path)
+    given_config = load_config(args.config) if args.config else Config()
+    labels = {}
+    if args.config:  # every setting the file names counts as given
+        sections = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
+        labels = {f"{section}.{key}": f"{section}.{key} in {args.config}"
+                  for section, values in sections.items() for key in (values or {})}
+    given = _given_train_settings(args, run_dir)
+    _apply(given_config, given)
+    labels.update({key: flag for key, (_, flag) in given.items()})
+    return resumed_config(path, stored, epochs_done, given_config, labels), run_dir
+
+
+def _stopped_run(run_dir: str, why: str, epochs: int | None) -> str:
+    """One line: why training stopped, and how the run continues (or that nothing was saved);
+    ``epochs``: a length given with --epochs, repeated in the command (last.pt may predate it)."""
+    last = Path(run_dir) / "last.pt"
+    if last.is_file():
+        again = f" --epochs {epochs}" if epochs else ""
+        return (f"{why}; the run continues from {last} (its last checkpoint) with: "
+                f"centernet train --run-dir {run_dir} --resume{again}")
+    return f"{why}; no checkpoint was written yet in {run_dir}, so run the command again to start over"
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .engine.trainer import train
+    from .io import OutputError
+
+    if args.pretrained is not None and args.pretrained_backbone is not None:
+        raise ValueError("--pretrained sets the whole model and --pretrained-backbone only its backbone: give one")
+    config, run_dir = _resumed_run_config(args) if args.resume else _new_run_config(args)
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise ValueError(f"--run-dir {run_dir}: is a file, not a folder")
     try:
         summary = train(config, run_dir, resume=args.resume, progress=not args.quiet)
     except ModuleNotFoundError as error:
         if error.name != "tensorboard":
             raise
         raise SystemExit(f"centernet train: error: {error}") from None
+    except KeyboardInterrupt:
+        after_bar = "" if args.quiet else "\n"  # (a progress bar may hold the line)
+        print(f"{after_bar}centernet train: interrupted: {_stopped_run(run_dir, 'stopped by Ctrl-C', args.epochs)}",
+              file=sys.stderr)
+        return 130
+    except OutputError as error:
+        print(f"centernet train: error: {_stopped_run(run_dir, str(error), args.epochs)}", file=sys.stderr)
+        return 1
     if summary["is_main"]:  # under torchrun, rank 0 reports
-        print(f"run folder: {summary['run_dir']} (best.pt, last.pt, metrics.csv, losses.png, map.png)")
+        written = [name for name in ("best.pt", "last.pt", "metrics.csv", "losses.png", "map.png")
+                   if (Path(summary["run_dir"]) / name).is_file()]
+        print(f"run folder: {summary['run_dir']} ({', '.join(written)})")
         if summary["best_ap"] >= 0:
             print(f"best val AP: {100 * summary['best_ap']:.2f}")
     return 0
@@ -124,8 +250,8 @@ def _add_test_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge", choices=["soft-nms", "nms"], default="soft-nms",
                    help="how detections of several --scales are merged per class (default soft-nms)")
     p.add_argument("--input-size", type=_input_size)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--device")
+    p.add_argument("--batch-size", type=_at_least(1), default=4)
+    p.add_argument("--device", type=_device)
 
 
 def _detector(args: argparse.Namespace, **options):
@@ -246,7 +372,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
-    class_names = None
+    class_names, validated = None, None
     if args.model:
         from .models import create_model
 
@@ -256,17 +382,40 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         detector = Detector.from_checkpoint(args.weights, device="cpu")
         model, class_names = detector.model, detector.class_names
+        validated = detector.transform  # the input size and eval mode the checkpoint was validated with
         args.model = Path(args.weights).stem
     else:
         raise ValueError("give --model NAME (with optional --weights) or --weights CHECKPOINT")
+    size, keep_res, dynamic = _export_form(args, validated)
     out = Path(args.out or f"{args.model}.onnx")
-    export_onnx(model, out, input_size=args.input_size, dynamic_size=args.dynamic,
-                max_detections=args.max_detections, class_names=class_names, model_name=args.model,
-                deform_conv=args.deform_conv, opset_version=args.opset)
-    size = "any HxW (multiples of 32)" if args.dynamic else "x".join(map(str, args.input_size))
-    print(f"{out}: images [B, 3, {size}] -> boxes [B, {args.max_detections}, 4] (input pixels), "
-          f"scores, labels; checked with onnx.checker")
+    export_onnx(model, out, input_size=size, dynamic_size=dynamic, max_detections=args.max_detections,
+                class_names=class_names, model_name=args.model, deform_conv=args.deform_conv,
+                opset_version=args.opset, keep_res=keep_res)
+    shape = "any HxW (multiples of 32)" if dynamic else "x".join(map(str, size))
+    mode = ("each image at its own resolution" if keep_res else
+            f"images resized to {size[0]}x{size[1]}")
+    print(f"{out}: images [B, 3, {shape}] -> boxes [B, {args.max_detections}, 4] (input pixels), "
+          f"scores, labels; checked with onnx.checker; OnnxDetector's default: {mode}")
     return 0
+
+
+def _export_form(args: argparse.Namespace, validated) -> tuple[tuple[int, int], bool, bool]:
+    """(input size, keep_res, dynamic) of an export: what the flags say, else what the checkpoint
+    was validated with (``validated``: its EvalTransform; None for a model by name), said aloud."""
+    if validated is None:
+        dynamic = bool(args.dynamic)
+        return tuple(args.input_size or (512, 512)), dynamic, dynamic
+    size = tuple(args.input_size or validated.input_size)
+    dynamic = validated.keep_res if args.dynamic is None else args.dynamic
+    keep_res = validated.keep_res and dynamic
+    told = [f"input size {size[0]}x{size[1]}" + (" (--input-size)" if args.input_size else " (the checkpoint's)"),
+            ("each image at its own resolution" if keep_res else "resized to the input size")
+            + (" (as the checkpoint was validated)" if keep_res == validated.keep_res else
+               " (the checkpoint was validated at each image's own resolution, which needs --dynamic)")]
+    if args.input_size and tuple(args.input_size) != tuple(validated.input_size):
+        told.append(f"note: the checkpoint was validated at {validated.input_size[0]}x{validated.input_size[1]}")
+    print(f"export of {args.weights}: " + "; ".join(told))
+    return size, keep_res, dynamic
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -296,7 +445,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_synth(args: argparse.Namespace) -> int:
     from .data.synthetic import generate_dataset
 
-    generate_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed)
+    generate_dataset(args.out, num_train=args.train, num_val=args.val, seed=args.seed, preset=args.preset)
     print(f"synthetic COCO data set in {args.out} (train/ and val/, images/ + annotations.json)")
     return 0
 
@@ -320,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("train", help="train a model on a COCO-format data set")
     p.add_argument("--config", help="YAML config (configs/*.yml); flags override it")
     p.add_argument("--model", help="model name (see `centernet models`)")
-    p.add_argument("--head-planes", type=int,
+    p.add_argument("--head-planes", type=_at_least(1),
                    help="channels of the head's 3x3 convs (default: the zoo row's 256)")
     p.add_argument("--data", help="folder with train/ and val/, each images/ + annotations.json; or a VOC folder "
                                   "(ImageSets/Main/train.txt, val.txt) or a YOLO folder (images/train, images/val)")
@@ -332,20 +481,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-keep-res", action=argparse.BooleanOptionalAction, default=None,
                    help="validate at each image's own resolution (PaddleDetection's default) or, with "
                         "--no-eval-keep-res, resized to --input-size like training")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--workers", type=int, help="data loading processes")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--eval-interval", type=int, help="epochs between validations (0: only at the end)")
+    p.add_argument("--epochs", type=_at_least(1),
+                   help="with --resume: a new length (the learning-rate drops stay where the run's schedule put them)")
+    p.add_argument("--batch-size", type=_at_least(1))
+    p.add_argument("--lr", type=_number_in(0, low_open=True))
+    p.add_argument("--schedule", choices=["step", "cosine"],
+                   help="step: lr x0.1 at PaddleDetection's milestones (default); cosine: the short-run recipe "
+                        "(see README, Training from scratch in a few thousand images)")
+    p.add_argument("--warmup-epochs", type=_number_in(0), help="linear lr warm-up over these epochs (default 0)")
+    p.add_argument("--workers", type=_at_least(0), help="data loading processes")
+    p.add_argument("--seed", type=_at_least(0))
+    p.add_argument("--eval-interval", type=_at_least(0), help="epochs between validations (0: only at the end)")
     p.add_argument("--ema", action="store_true", help="keep an EMA of the weights (used for eval and best.pt)")
     p.add_argument("--amp", nargs="?", const="bf16", choices=sorted(_AMP_DTYPES),
                    help="mixed precision: bf16 (default) or fp16 autocast (fp16 with a gradient scaler)")
-    p.add_argument("--grad-clip", type=float, help="clip the gradients' global norm to this value")
-    p.add_argument("--accumulate", type=int, help="micro-batches of --batch-size per optimizer step")
+    p.add_argument("--grad-clip", type=_number_in(0, low_open=True), help="clip the gradients' global norm to this value")
+    p.add_argument("--accumulate", type=_at_least(1), help="micro-batches of --batch-size per optimizer step")
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="synchronise BatchNorm statistics across torchrun processes")
-    p.add_argument("--checkpoint-interval", type=int,
+    p.add_argument("--checkpoint-interval", type=_at_least(0),
                    help="also save last.pt every N optimizer steps (0: at epoch ends only)")
     p.add_argument("--check-data", action=argparse.BooleanOptionalAction, default=None,
                    help="check annotations and decode every image before training (default on)")
@@ -359,9 +513,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ImageNet weights for the backbone alone (PaddleDetection's pretrain_weights file, a "
                         ".pdparams / .pth / .safetensors); without a path, the file PaddleDetection trains the "
                         "model from (downloaded once to the cache). Neck and head start from their initialisation")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--device", type=_device, help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--run-dir", help="output folder (default runs/<model>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir from last.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir from last.pt, with the settings stored there (other flags "
+                        "may only repeat them, or change --workers, --device, --epochs, --eval-interval, "
+                        "--checkpoint-interval, --check-data, --tensorboard)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
                    help="log losses, lr, val metrics and drawn val images to <run-dir>/tensorboard "
@@ -371,7 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("check-data", help="check a COCO-format data set: every problem, with file and id")
     p.add_argument("data", help="annotation .json, a split folder (images/ + annotations.json) or a folder of splits")
     p.add_argument("--images", help="image folder of an annotation .json (default: images/ beside it)")
-    p.add_argument("--workers", type=int, default=4, help="threads decoding images")
+    p.add_argument("--workers", type=_at_least(0), default=4, help="threads decoding images")
     p.add_argument("--verbose", action="store_true", help="also list each image without annotations")
     p.set_defaults(func=cmd_check_data)
 
@@ -389,14 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("predict", help="detect objects in images, a folder, a video or a camera and draw them")
     p.add_argument("source", nargs="?", help="image file, folder or video (.mp4, .avi, .mov, .mkv)")
-    p.add_argument("--camera", type=int, metavar="N", help="read camera N (0: the first) until Ctrl-C")
+    p.add_argument("--camera", type=_at_least(0), metavar="N", help="read camera N (0: the first) until Ctrl-C")
     p.add_argument("--heatmap", action="store_true",
                    help="also save <name>_heatmap.jpg: the class heatmaps (what the model sees) over each image")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_flags(p)
     p.add_argument("--out", help="output folder (default: predictions/ beside the weights, "
                                  "runs/<model>/predictions with --model)")
-    p.add_argument("--score-threshold", type=float, default=0.3)
+    p.add_argument("--score-threshold", type=_number_in(0, 1), default=0.3, help="0 to 1 (default 0.3)")
     _add_test_flags(p)
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
                    help="onnx: --weights is a file from `centernet export`, run by onnxruntime")
@@ -431,27 +588,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help="ONNX graph with the decode inside: images -> boxes, scores, labels")
     p.add_argument("--model", help="model name (see `centernet models`); or leave out and give a checkpoint")
     p.add_argument("--weights", help=".pdparams, original CenterNet .pth, or a checkpoint (best.pt)")
-    p.add_argument("--num-classes", type=int, default=80, help="with --model")
+    p.add_argument("--num-classes", type=_at_least(1), default=80, help="with --model")
     p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--input-size", type=_input_size, default=(512, 512), help="N or H,W (multiples of 32)")
-    p.add_argument("--dynamic", action="store_true", help="any height and width (the batch is always dynamic)")
-    p.add_argument("--max-detections", type=int, default=100, help="K, detections per image")
+    p.add_argument("--input-size", type=_input_size,
+                   help="N or H,W (multiples of 32); default: a checkpoint's own input size, else 512")
+    p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=None,
+                   help="any height and width (the batch is always dynamic); default: as a checkpoint was "
+                        "validated (dynamic when at each image's own resolution), else fixed")
+    p.add_argument("--max-detections", type=_at_least(1), default=100, help="K, detections per image")
     p.add_argument("--deform-conv", choices=["onnx", "gather"], default="onnx",
                    help="DCNv2 as ONNX DeformConv (opset 19) or as an exact Gather+MatMul decomposition")
-    p.add_argument("--opset", type=int, help="ONNX opset (default: 19 with DeformConv, 17 with gather)")
+    p.add_argument("--opset", type=_at_least(7), help="ONNX opset (default: 19 with DeformConv, 17 with gather)")
     p.add_argument("--out", help="output file (default <model>.onnx)")
     p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("benchmark", help="inference latency (eager, fastest, onnxruntime), data pipeline, training step")
     p.add_argument("--model", default="centernet_dla34")
     p.add_argument("--input-size", type=_input_size, default=(512, 512))
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--batch-sizes", type=_at_least(1), nargs="+", default=[1, 8])
     p.add_argument("--backends", nargs="+", default=["eager", "fastest", "onnxruntime"],
                    choices=["eager", "fastest", "onnxruntime"])
-    p.add_argument("--threads", type=int, help="CPU threads (default: torch's)")
-    p.add_argument("--repeat", type=int, default=10, help="timed runs per measurement")
+    p.add_argument("--threads", type=_at_least(1), help="CPU threads (default: torch's)")
+    p.add_argument("--repeat", type=_at_least(1), default=10, help="timed runs per measurement")
     p.add_argument("--no-pipeline", action="store_true", help="skip the data pipeline and training step")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (fp16 on cuda)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu or cuda (fp16 on cuda)")
     p.set_defaults(func=cmd_benchmark)
 
     p = commands.add_parser("convert-data", help="write a Pascal VOC XML or YOLO txt folder as COCO json")
@@ -466,29 +626,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", help=".pdparams, original CenterNet .pth, a centernet checkpoint or .safetensors")
     p.add_argument("out", help="the .safetensors file to write (atomically)")
     p.add_argument("--model", help="check that the weights fit this model strictly before writing (see `centernet models`)")
-    p.add_argument("--num-classes", type=int, default=80, help="with --model")
+    p.add_argument("--num-classes", type=_at_least(1), default=80, help="with --model")
     p.set_defaults(func=cmd_convert)
 
     p = commands.add_parser("synth", help="generate the synthetic COCO-format data set")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--train", type=int, default=1000, help="training images")
-    p.add_argument("--val", type=int, default=200, help="validation images")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train", type=_at_least(1), default=1000, help="training images")
+    p.add_argument("--val", type=_at_least(1), default=200, help="validation images")
+    p.add_argument("--seed", type=_at_least(0), default=0)
+    p.add_argument("--preset", choices=["hard", "demo"], default="hard",
+                   help="hard: tiny to large objects, occlusion, clutter (the benchmark); demo: fewer, larger, "
+                        "whole objects on quieter backgrounds (what `make demo` trains on)")
     p.set_defaults(func=cmd_synth)
 
     p = commands.add_parser("models", help="list the model names with their parameter counts")
-    p.add_argument("--num-classes", type=int, default=80)
+    p.add_argument("--num-classes", type=_at_least(1), default=80)
     p.set_defaults(func=cmd_models)
     return parser
 
 
+def _one_line(error: BaseException) -> str:
+    """An error's message on one line (a library's may span several)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. A user's mistake or a fault ends in one line on stderr naming the file or
+    the flag and the problem, with exit code 2 (bad input) or 1 (the machine: disk full, no
+    permission); warnings are one line each, too."""
     args = build_parser().parse_args(argv)
+    formatting = warnings.formatwarning
+    warnings.formatwarning = lambda message, *_, **__: f"centernet {args.command}: warning: {message}\n"
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, FileExistsError, FloatingPointError) as error:
-        print(f"centernet {args.command}: error: {error}", file=sys.stderr)
+    except (FileNotFoundError, ValueError, FileExistsError, FloatingPointError, IsADirectoryError,
+            NotADirectoryError) as error:
+        print(f"centernet {args.command}: error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # the disk or the file system: centernet.io.OutputError names the file
+        print(f"centernet {args.command}: error: {_one_line(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # (train says more: where last.pt is)
+        print(f"centernet {args.command}: interrupted by Ctrl-C", file=sys.stderr)
+        return 130
+    finally:
+        warnings.formatwarning = formatting
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from .io import write_text
+
 
 @dataclass
 class ModelConfig:
@@ -45,6 +47,10 @@ class TrainConfig:
     milestones: tuple[int, ...] = (90, 120)  # lr x gamma at these epochs of a `schedule_epochs` run
     schedule_epochs: int = 140  # the milestones scale with epochs / schedule_epochs
     gamma: float = 0.1
+    schedule: str = "step"  # "step": x gamma at the milestones (Paddle's); "cosine": the short-run recipe
+    warmup_epochs: float = 0.0  # linear warm-up from warmup_start x lr over these (fractional) epochs
+    warmup_start: float = 0.01
+    final_lr_ratio: float = 0.01  # cosine: the last step's rate over lr
     weight_decay: float = 0.0
     ema: bool = False
     ema_decay: float = 0.9998
@@ -138,4 +144,4 @@ def save_config(config: Config, path: str | Path) -> None:
     data = config.to_dict()
     data["data"]["input_size"] = list(data["data"]["input_size"])
     data["train"]["milestones"] = list(data["train"]["milestones"])
-    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))
+    write_text(path, yaml.safe_dump(data, sort_keys=False))

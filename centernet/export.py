@@ -32,6 +32,7 @@ is dynamic, so :class:`OnnxDetector` needs nothing else.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import warnings
 from pathlib import Path
@@ -45,6 +46,7 @@ from torch.onnx import symbolic_helper
 from .data.transforms import EvalTransform
 from .decode import decode
 from .engine.predict import Detector
+from .io import write_bytes
 from .models import deform_conv
 
 __all__ = ["DetectionGraph", "export_onnx", "OnnxDetector"]
@@ -76,7 +78,8 @@ class DetectionGraph(nn.Module):
 def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] = (512, 512),
                 dynamic_size: bool = False, max_detections: int = 100,
                 class_names: Sequence[str] | None = None, model_name: str | None = None,
-                deform_conv: str = "onnx", opset_version: int | None = None) -> Path:
+                deform_conv: str = "onnx", opset_version: int | None = None,
+                keep_res: bool | None = None) -> Path:
     """Write ``model`` (a :class:`~centernet.models.CenterNet`) with its decode as ONNX to ``path``.
 
     Args:
@@ -88,7 +91,11 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
         deform_conv: ``"onnx"`` (ONNX DeformConv) or ``"gather"`` (exact decomposition); see the
             module docstring.
         opset_version: default: the first opset that has the chosen deformable-conv form.
-    Checks the written file with ``onnx.checker`` and returns its path.
+        keep_res: the evaluation mode :class:`OnnxDetector` uses by default, stored in the file:
+            each image at its own resolution (needs ``dynamic_size``) or resized to
+            ``input_size``; default: ``dynamic_size``.
+    Checks the graph with ``onnx.checker``, writes it atomically (a failed export leaves an
+    earlier file at ``path`` whole) and returns ``path``.
     """
     import onnx
 
@@ -98,6 +105,11 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
     if opset_version < MIN_OPSET[deform_conv]:
         raise ValueError(f"deform_conv={deform_conv!r} needs opset {MIN_OPSET[deform_conv]} or later, "
                          f"got {opset_version}")
+    keep_res = dynamic_size if keep_res is None else bool(keep_res)
+    if keep_res and not dynamic_size:
+        raise ValueError("keep_res (each image at its own resolution) needs a graph of dynamic size")
+    if int(max_detections) < 1:
+        raise ValueError(f"max_detections must be at least 1, got {max_detections}")
     height, width = (int(side) for side in input_size)
     divisor = getattr(model, "size_divisor", 32)
     if height % divisor or width % divisor:
@@ -107,9 +119,9 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"{len(class_names)} class names for a model of {num_classes} classes")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     graph = DetectionGraph(model, max_detections).eval()
     example = torch.zeros(1, 3, height, width)
+    exported = io.BytesIO()
     axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     dynamic_axes = {"images": axes, **{name: {0: "batch"} for name in OUTPUT_NAMES}}
     with warnings.catch_warnings():
@@ -118,11 +130,11 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         with torch.no_grad(), _deform_conv_export(deform_conv, opset_version):
-            torch.onnx.export(graph, (example,), str(path), dynamo=False,
+            torch.onnx.export(graph, (example,), exported, dynamo=False,
                               opset_version=opset_version, input_names=["images"],
                               autograd_inlining=False,  # keep DeformConv nodes whole
                               output_names=OUTPUT_NAMES, dynamic_axes=dynamic_axes)
-    proto = onnx.load(str(path))
+    proto = onnx.load_from_string(exported.getvalue())
     metadata = {
         "model": model_name or type(model).__name__,
         "num_classes": str(num_classes),
@@ -130,6 +142,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
         "stride": str(model.stride),
         "input_size": json.dumps([height, width]),
         "dynamic_size": json.dumps(bool(dynamic_size)),
+        "keep_res": json.dumps(keep_res),
         "max_detections": str(max_detections),
         "deform_conv": deform_conv,
     }
@@ -137,8 +150,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save(proto, str(path))
-    return path
+    return write_bytes(path, proto.SerializeToString())
 
 
 class _DeformConvOp(torch.autograd.Function):
@@ -215,9 +227,9 @@ class OnnxDetector(Detector):
     Args:
         path: a file written by :func:`export_onnx`.
         class_names: default: the names stored in the file (else COCO's for 80 classes).
-        input_size, keep_res: as for ``Detector``. A fixed-size graph only runs its own size, so
-            it always resizes to it (``keep_res`` must be False or None); a dynamic-size graph
-            defaults to ``keep_res=True`` (each image at its own resolution, Paddle's eval mode).
+        input_size, keep_res: as for ``Detector``; default: the file's (its input size, and the
+            eval mode it was exported with, see :func:`export_onnx`). A fixed-size graph only runs
+            its own size, so it always resizes to it (``keep_res`` must be False or None).
         threads: onnxruntime intra-op threads (default: onnxruntime's choice).
         providers: onnxruntime execution providers (default: CUDA when available, then CPU).
     """
@@ -254,7 +266,8 @@ class OnnxDetector(Detector):
             if input_size is not None and tuple(input_size) != tuple(json.loads(metadata["input_size"])):
                 raise ValueError(f"{path}: the graph runs only {metadata['input_size']}, not {input_size}")
         self.input_size = tuple(input_size or json.loads(metadata["input_size"]))
-        self.keep_res = self.dynamic_size if keep_res is None else keep_res
+        stored_keep_res = json.loads(metadata.get("keep_res", json.dumps(self.dynamic_size)))
+        self.keep_res = stored_keep_res if keep_res is None else keep_res
 
         num_classes = int(metadata["num_classes"])
         stored_names = json.loads(metadata.get("class_names", "null"))

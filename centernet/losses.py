@@ -2,13 +2,18 @@
 
 The formulas and normalisations are PaddleDetection's (``CTFocalLoss`` and
 ``CenterNetHead.get_loss``), which are those of the original CenterNet. Everything is computed
-in float32, so the loss is safe to call on half-precision outputs under AMP.
+in float32 at least (float64 outputs stay float64), so the loss is safe to call on half-precision
+outputs under AMP.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
 
 def focal_loss(heatmap_logits: torch.Tensor, heatmap_target: torch.Tensor) -> torch.Tensor:
@@ -19,14 +24,14 @@ def focal_loss(heatmap_logits: torch.Tensor, heatmap_target: torch.Tensor) -> to
     ``-(1 - target)^4 p^2 log(1 - p)``. The sum over the whole batch is divided by the number
     of positives in the batch, or by 1 when there are none.
     """
-    prob = heatmap_logits.float().sigmoid().clamp(1e-4, 1 - 1e-4)
-    target = heatmap_target.float()
-    positive = target.eq(1).float()
-    negative = target.lt(1).float()
+    prob = _at_least_float32(heatmap_logits).sigmoid().clamp(1e-4, 1 - 1e-4)
+    target = heatmap_target.to(prob.dtype)
+    positive = target.eq(1).to(prob.dtype)
+    negative = target.lt(1).to(prob.dtype)
     positive_loss = -(prob.log() * (1 - prob).pow(2) * positive).sum()
     negative_loss = -((1 - prob).log() * prob.pow(2) * (1 - target).pow(4) * negative).sum()
     num_positive = positive.sum()
-    return (positive_loss + negative_loss) / (num_positive + num_positive.eq(0).float())
+    return (positive_loss + negative_loss) / (num_positive + num_positive.eq(0).to(prob.dtype))
 
 
 def reg_l1_loss(pred: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
@@ -40,11 +45,11 @@ def reg_l1_loss(pred: torch.Tensor, index: torch.Tensor, mask: torch.Tensor,
     batch, channels = pred.shape[:2]
     if target.shape[-1] != channels:
         raise ValueError(f"reg_l1_loss: prediction has {channels} channels, target {target.shape[-1]}")
-    flat = pred.float().flatten(2)  # [B, D, H*W]
+    flat = _at_least_float32(pred).flatten(2)  # [B, D, H*W]
     gathered = flat.gather(2, index.long().unsqueeze(1).expand(batch, channels, -1))  # [B, D, M]
     gathered = gathered.transpose(1, 2)  # [B, M, D]
-    mask = mask.float().unsqueeze(2).expand_as(gathered)  # [B, M, D]
-    error = ((gathered - target.float()).abs() * mask).sum()
+    mask = mask.to(gathered.dtype).unsqueeze(2).expand_as(gathered)  # [B, M, D]
+    error = ((gathered - target.to(gathered.dtype)).abs() * mask).sum()
     return error / (mask.sum() + 1e-4)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import colorsys
 import csv
+from io import BytesIO
 from pathlib import Path
 from typing import Sequence
 
 import cv2
 import numpy as np
+
+from .io import write_bytes
 
 
 def class_color(label: int) -> tuple[int, int, int]:
@@ -65,11 +68,29 @@ def heatmap_overlay(image: np.ndarray, heatmaps: np.ndarray, opacity: float = 0.
     return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
 
 
+def encode_image(image_rgb: np.ndarray, suffix: str = ".jpg") -> bytes:
+    """The RGB ``image`` as the bytes of an image file of kind ``suffix`` (.jpg, .png, ...)."""
+    ok, encoded = cv2.imencode(suffix, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"OpenCV cannot write {suffix!r} images")
+    return encoded.tobytes()
+
+
 def save_image(image_rgb: np.ndarray, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write image {path}")
+    """Write the RGB ``image`` to ``path`` (kind from the suffix), atomically."""
+    write_bytes(path, encode_image(image_rgb, Path(path).suffix))
+
+
+def save_figure(figure, path: str | Path, dpi: int) -> Path:
+    """Write a matplotlib ``figure`` to ``path`` (kind from the suffix), atomically, and close it."""
+    import matplotlib.pyplot as plt
+
+    buffer = BytesIO()
+    try:
+        figure.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=dpi)
+    finally:
+        plt.close(figure)
+    return write_bytes(path, buffer.getvalue())
 
 
 def plot_metrics(csv_path: str | Path, out_dir: str | Path) -> list[Path]:
@@ -98,9 +119,7 @@ def plot_metrics(csv_path: str | Path, out_dir: str | Path) -> list[Path]:
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(out_dir / "losses.png", dpi=90)
-    plt.close(figure)
-    written.append(out_dir / "losses.png")
+    written.append(save_figure(figure, out_dir / "losses.png", dpi=90))
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for name in ["AP", "AP50", "AP75"]:
@@ -114,7 +133,5 @@ def plot_metrics(csv_path: str | Path, out_dir: str | Path) -> list[Path]:
     if axis.get_lines():
         axis.legend()
     figure.tight_layout()
-    figure.savefig(out_dir / "map.png", dpi=90)
-    plt.close(figure)
-    written.append(out_dir / "map.png")
+    written.append(save_figure(figure, out_dir / "map.png", dpi=90))
     return written

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .coco import _REQUIRED_KEYS, _is_bbox
+from ..io import read_text
+from .coco import _REQUIRED_KEYS, _is_bbox, duplicate_names, is_id
 from .errors import DataError
 from .images import load_image
 
@@ -121,18 +122,17 @@ class CheckReport:
         return {**self.data, "images": images, "annotations": annotations}
 
 
-def error_listing(errors: list[Issue], ann_file: str, limit: int = 50) -> str:
-    """A message listing ``errors`` (the first ``limit``), for an exception."""
-    lines = [str(issue) for issue in errors[:limit]]
-    if len(errors) > limit:
-        lines.append(f"... and {len(errors) - limit} more (run `centernet check-data` for the full list)")
-    return f"{ann_file}: {len(errors)} data error(s):\n" + "\n".join(lines)
+def error_listing(errors: list[Issue], ann_file: str) -> str:
+    """One line for an exception: how many ``errors``, the first in full, where to see them all."""
+    first = str(errors[0]).removeprefix(f"{errors[0].level:<7} ") if errors else "unreadable"
+    more = f"; `centernet check-data {ann_file}` lists all {len(errors)}" if len(errors) > 1 else ""
+    return f"{ann_file}: {len(errors)} data error(s), the first: {first}{more}"
 
 
 def _complete(entry: Any, section: str) -> bool:
     """An object with the keys COCO requires in ``section`` and a hashable id."""
     return (isinstance(entry, dict) and all(key in entry for key in _REQUIRED_KEYS[section])
-            and _hashable(entry["id"]))
+            and is_id(entry["id"]))
 
 
 def _hashable(value: Any) -> bool:
@@ -180,12 +180,16 @@ def check_split(image_dir: str | Path, ann_file: str | Path, workers: int = 0,
 
 def _read_json(ann_file: Path, out: _Collector) -> dict | None:
     if not ann_file.is_file():
-        out.add("error", "annotation file not found", fatal=True)
+        out.add("error", "is a folder, not an annotation file" if ann_file.is_dir() else "annotation file not found",
+                fatal=True)
         return None
     try:
-        text = ann_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        out.add("error", f"cannot read the annotation file ({error})", fatal=True)
+        text = read_text(ann_file, DataError)
+    except DataError as error:
+        out.add("error", str(error).removeprefix(f"{ann_file}: "), fatal=True)
+        return None
+    except OSError as error:
+        out.add("error", f"cannot read the annotation file ({error.strerror or error})", fatal=True)
         return None
     if not text.strip():
         out.add("error", "annotation file is empty", fatal=True)
@@ -219,8 +223,8 @@ def _well_formed(data: dict, section: str, out: _Collector, id_field: str | None
             out.add("error", f"{section}[{position}] is not an object", fatal=fatal)
             continue
         lacking = [key for key in _REQUIRED_KEYS[section] if key not in entry]
-        if lacking or not _hashable(entry_id):
-            problem = f"lacks {', '.join(map(repr, lacking))}" if lacking else f"has an unusable id {entry_id!r}"
+        if lacking or not is_id(entry_id):
+            problem = f"lacks {', '.join(map(repr, lacking))}" if lacking else f"has an id that is not an integer: {entry_id!r}"
             out.add("error", f"{section}[{position}] {problem}", fatal=fatal, **ids)
             if ids:
                 bad.add(entry_id)
@@ -238,10 +242,12 @@ def _well_formed(data: dict, section: str, out: _Collector, id_field: str | None
 def _check_categories(data: dict, out: _Collector) -> dict[Any, str] | None:
     """category id -> name (sorted by id), or None when the categories are unusable (fatal)."""
     before = len(out.report.issues)
-    categories = {category["id"]: str(category["name"])
-                  for category in _well_formed(data, "categories", out, None, None)}
+    well_formed = _well_formed(data, "categories", out, None, None)
+    categories = {category["id"]: str(category["name"]) for category in well_formed}
     if not data["categories"]:
         out.add("error", "no categories", fatal=True)
+    for problem in duplicate_names({"images": [], "categories": well_formed}):
+        out.add("error", problem, fatal=True)
     if len(out.report.issues) > before:
         return None
     return dict(sorted(categories.items(), key=lambda item: str(item[0])))
@@ -262,6 +268,13 @@ def _check_image_entries(data: dict, out: _Collector) -> dict[Any, dict]:
             bad.add(image["id"])
         else:
             images[image["id"]] = image
+    first_id: dict[str, Any] = {}
+    for image_id, image in list(images.items()):  # one file under two ids: the later ones are bad
+        first = first_id.setdefault(image["file_name"], image_id)
+        if first != image_id:
+            out.add("error", f"{image['file_name']} is already listed as image {first!r}", image_id=image_id)
+            bad.add(image_id)
+            del images[image_id]
     if not data["images"]:
         out.add("error", "no images", fatal=True)
     out.report.num_images = len(images)
@@ -324,11 +337,11 @@ def _check_annotations(data: dict, images: dict, categories: dict, out: _Collect
     counts, sizes, annotated = Counter(), [], set()
     for ann in _well_formed(data, "annotations", out, "ann_id", bad):
         ann_id, image_id, cat_id = ann["id"], ann["image_id"], ann["category_id"]
-        known_image = _hashable(image_id) and (image_id in images or image_id in report.bad_images)
+        known_image = is_id(image_id) and (image_id in images or image_id in report.bad_images)
         problem = None
         if not known_image:
             problem = "error", f"refers to unknown image id {image_id!r}"
-        elif not _hashable(cat_id) or cat_id not in categories:
+        elif not is_id(cat_id) or cat_id not in categories:
             problem = "error", f"has unknown category id {cat_id!r}"
         elif not _is_bbox(ann["bbox"]):
             problem = "error", f"bbox must be 4 numbers [x, y, w, h], got {ann['bbox']!r}"
@@ -336,8 +349,9 @@ def _check_annotations(data: dict, images: dict, categories: dict, out: _Collect
             continue  # its image is reported (and left out when skipping)
         elif not ann.get("iscrowd", 0):  # crowd regions are no training boxes; COCOeval ignores them
             problem = _box_problem(ann, images[image_id])
-        if problem:
-            out.add(*problem, image_id=image_id if known_image else None, ann_id=ann_id)
+        if problem:  # against the label file a VOC / YOLO box came from, when it did
+            source = ann.get("source") if isinstance(ann.get("source"), str) else None
+            out.add(*problem, file=source, image_id=image_id if known_image else None, ann_id=ann_id)
             if problem[0] == "error":
                 bad.add(ann_id)
                 continue
@@ -379,7 +393,7 @@ def checked_annotations(image_dir: str | Path, ann_file: str | Path, skip_bad: b
         return report.data
     if not skip_bad or report.fatal:
         raise DataError(error_listing(report.errors, report.ann_file)
-                        + ("" if report.fatal else "\n(--skip-bad-data leaves these entries out)"))
+                        + ("" if report.fatal else " (--skip-bad-data leaves the bad entries out)"))
     data = report.clean()
     warnings.warn(f"{report.ann_file}: left out {len(report.data['images']) - len(data['images'])} images and "
                   f"{len(report.data['annotations']) - len(data['annotations'])} annotations with "

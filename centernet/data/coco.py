@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
+from ..io import read_text
 from ..targets import build_targets
 from .errors import DataError
 from .images import load_image
@@ -36,9 +37,11 @@ def read_coco_json(ann_file: str | Path) -> dict:
     """Parse and check a COCO detection file; returns its dict (``area``/``iscrowd`` filled in when
     absent, so that COCOeval can use it). Raises ``DataError`` naming the file and the problem."""
     ann_file = Path(ann_file)
+    if ann_file.is_dir():
+        raise DataError(f"{ann_file}: is a folder, not an annotation file")
     if not ann_file.is_file():
         raise DataError(f"{ann_file}: annotation file not found")
-    text = ann_file.read_text(encoding="utf-8")
+    text = read_text(ann_file, DataError)
     if not text.strip():
         raise DataError(f"{ann_file}: annotation file is empty")
     try:
@@ -69,18 +72,23 @@ def check_coco_dict(data: Any, ann_file: str | Path) -> dict:
     if not data["categories"]:
         raise DataError(f"{ann_file}: no categories")
     for section in ("images", "categories", "annotations"):
+        bad = next((entry["id"] for entry in data[section] if not is_id(entry["id"])), None)
+        if bad is not None:
+            raise DataError(f"{ann_file}: {section} id {bad!r} is not an integer")
         ids = [entry["id"] for entry in data[section]]
         if len(set(ids)) != len(ids):
             duplicate = next(i for i, count in Counter(ids).items() if count > 1)
             raise DataError(f"{ann_file}: {section} id {duplicate} appears more than once")
+    for problem in duplicate_names(data):
+        raise DataError(f"{ann_file}: {problem}")
 
     annotations = data["annotations"]
     image_ids = {image["id"] for image in data["images"]}
     cat_ids = {category["id"] for category in data["categories"]}
-    for ann in (ann for ann in annotations if ann["image_id"] not in image_ids):
-        raise DataError(f"{ann_file}: annotation {ann['id']} refers to unknown image id {ann['image_id']}")
-    for ann in (ann for ann in annotations if ann["category_id"] not in cat_ids):
-        raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']}")
+    for ann in (ann for ann in annotations if not is_id(ann["image_id"]) or ann["image_id"] not in image_ids):
+        raise DataError(f"{ann_file}: annotation {ann['id']} refers to unknown image id {ann['image_id']!r}")
+    for ann in (ann for ann in annotations if not is_id(ann["category_id"]) or ann["category_id"] not in cat_ids):
+        raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']!r}")
     for ann in (ann for ann in annotations if not _is_bbox(ann["bbox"])):
         raise DataError(f"{ann_file}: annotation {ann['id']} bbox must be 4 numbers [x, y, w, h], got {ann['bbox']!r}")
     for ann in annotations:
@@ -88,6 +96,25 @@ def check_coco_dict(data: Any, ann_file: str | Path) -> dict:
         if "area" not in ann:
             ann["area"] = float(ann["bbox"][2]) * float(ann["bbox"][3])
     return data
+
+
+def is_id(value: Any) -> bool:
+    """A COCO id: an integer (not a bool, a string or a list)."""
+    return type(value) is int
+
+
+def duplicate_names(data: dict) -> list[str]:
+    """Problems of a well-formed COCO dict that its ids do not show: one image file listed under
+    several image ids, several categories with one name."""
+    problems = []
+    for section, field, what in (("images", "file_name", "image file"), ("categories", "name", "category name")):
+        ids_of: dict[Any, list] = {}
+        for entry in data[section]:
+            if isinstance(entry[field], str):
+                ids_of.setdefault(entry[field], []).append(entry["id"])
+        problems += [f"{what} {value!r} appears under {section} ids {', '.join(map(str, ids))}"
+                     for value, ids in ids_of.items() if len(ids) > 1]
+    return problems
 
 
 def _is_bbox(bbox: Any) -> bool:
@@ -155,6 +182,8 @@ class CocoDetection(torch.utils.data.Dataset):
                  annotations: dict | None = None):
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
+        if self.image_dir.exists() and not self.image_dir.is_dir():
+            raise DataError(f"{self.image_dir}: is a file, not the folder of the images of {self.ann_file}")
         self.transform = transform
         self.with_targets = with_targets
         self.stride, self.max_objs, self.corrected_radius = stride, max_objs, corrected_radius

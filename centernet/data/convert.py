@@ -6,9 +6,9 @@ boxes, image files, ``centernet check-data``) is the same as for a COCO file.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from ..io import write_json
 from .coco import check_coco_dict
 from .errors import DataError
 from .voc import read_class_names, read_voc
@@ -52,9 +52,7 @@ def convert_to_coco(root: str | Path, out_file: str | Path, format: str | None =
     """Write a VOC or YOLO folder (one split) as a COCO json; returns the image folder its
     ``file_name``s are relative to."""
     data, image_dir = read_dataset(root, format, split, class_names)
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    out_file.write_text(json.dumps(data), encoding="utf-8")
+    write_json(out_file, data)
     return image_dir
 
 

@@ -26,6 +26,8 @@ def load_image(path: str | Path) -> np.ndarray:
     Raises ``ImageLoadError`` naming the file for a missing, unreadable or truncated image.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ImageLoadError(f"{path}: is a folder, not an image file")
     if not path.is_file():
         raise ImageLoadError(f"{path}: image file not found")
     return _decode(path, str(path))

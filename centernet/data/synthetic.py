@@ -12,6 +12,12 @@ Boxes are the extent of each object's *visible* pixels (COCO style); an object m
 hidden (by later objects or the image border) is left unannotated, like COCO's heavily occluded
 objects. Everything is drawn from ``seed``: the same seed writes byte-identical files.
 
+Two presets (:data:`PRESETS`): ``hard`` is the scene described above, the benchmark for learning
+from scratch (tiny objects, occlusion, clutter). ``demo`` draws the same classes fewer, larger and
+less hidden (1 to 6 objects of 28 pixels to 60 % of the short side, whole in the image, at most
+40 % of any object covered, a quieter background without blobs, 256..384-pixel images), so that a model trained for ten minutes on
+two CPU cores finds most of them: what the demo shows a newcomer.
+
 Layout written by ``generate_dataset(out_dir)``::
 
     out_dir/train/images/000001.jpg ...   out_dir/train/annotations.json
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -29,21 +36,59 @@ import numpy as np
 
 CLASSES = ("circle", "ring", "square", "striped_square", "triangle", "star", "cross")
 SPLITS = ("train", "val")
-MIN_OBJECT_SIZE = 8  # pixels, the smallest object's diameter
-MIN_VISIBLE = 0.3  # objects with less of their area in view are not annotated
 _SUBPIXEL = 4  # cv2 drawing: coordinates carry 4 fractional bits
 
 
+@dataclass(frozen=True)
+class Preset:
+    """What a scene may hold. Counts are drawn as ``integers(0, bound)``; sizes in pixels."""
+
+    min_side: int = 240  # image sides, drawn uniformly in [min_side, max_side]
+    max_side: int = 640
+    mean_objects: float = 4.0  # objects per image: 1 + Poisson(mean_objects), at most max_objects
+    max_objects: int = 12
+    min_object: float = 8.0  # an object's diameter: log-uniform in [min_object, max_object * short side]
+    max_object: float = 0.5
+    min_visible: float = 0.3  # objects with less of their area in view are not annotated
+    inside: bool = False  # centres drawn so that whole objects fit in the image (no border cuts)
+    blobs: int = 7  # background clutter: translucent blobs, lines and curves (exclusive bounds)
+    lines: int = 12
+    curves: int = 5
+    noise: float = 10.0  # sensor noise: standard deviation drawn in [0, noise]
+    min_quality: int = 35  # JPEG quality drawn in [min_quality, 95]
+    num_classes: int = len(CLASSES)  # objects of the first num_classes of CLASSES only
+
+
+PRESETS = {
+    "hard": Preset(),
+    "demo": Preset(min_side=256, max_side=384, mean_objects=2.0, max_objects=6, min_object=28.0,
+                   max_object=0.6, min_visible=0.6, inside=True, blobs=1, lines=4, curves=2, noise=4.0,
+                   min_quality=70),
+}
+
+
 def generate_dataset(out_dir: str | Path, num_train: int = 1200, num_val: int = 200, seed: int = 0,
-                     min_side: int = 240, max_side: int = 640, max_objects: int = 12) -> dict[str, Path]:
+                     min_side: int | None = None, max_side: int | None = None, max_objects: int | None = None,
+                     preset: str | Preset = "hard") -> dict[str, Path]:
     """Write the train and val splits (images + COCO json) under ``out_dir``.
 
-    Returns the paths as ``{"train_images", "train_ann", "val_images", "val_ann"}``. Each image
-    depends only on ``(seed, split, index)``, so the first images of a split are the same whatever
-    the split sizes.
+    ``preset``: a name in :data:`PRESETS` or a :class:`Preset`; ``min_side``, ``max_side`` and
+    ``max_objects`` override its values. Returns the paths as ``{"train_images", "train_ann",
+    "val_images", "val_ann"}``. Each image depends only on ``(seed, split, index)``, so the first
+    images of a split are the same whatever the split sizes.
     """
-    if not 16 <= min_side <= max_side:
-        raise ValueError(f"need 16 <= min_side <= max_side, got {min_side} and {max_side}")
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown synthetic preset {preset!r}; known: {', '.join(PRESETS)}")
+        preset = PRESETS[preset]
+    overrides = {"min_side": min_side, "max_side": max_side, "max_objects": max_objects}
+    preset = replace(preset, **{key: value for key, value in overrides.items() if value is not None})
+    if not 1 <= preset.num_classes <= len(CLASSES):
+        raise ValueError(f"num_classes must be in [1, {len(CLASSES)}], got {preset.num_classes}")
+    if not 16 <= preset.min_side <= preset.max_side:
+        raise ValueError(f"need 16 <= min_side <= max_side, got {preset.min_side} and {preset.max_side}")
+    if num_train < 0 or num_val < 0:
+        raise ValueError(f"image counts must be >= 0, got num_train={num_train} and num_val={num_val}")
     out_dir = Path(out_dir)
     paths = {}
     for split_index, (split, count) in enumerate(zip(SPLITS, (num_train, num_val))):
@@ -52,9 +97,9 @@ def generate_dataset(out_dir: str | Path, num_train: int = 1200, num_val: int = 
         images, annotations = [], []
         for index in range(count):
             rng = np.random.default_rng((seed, split_index, index))
-            height, width = (int(side) for side in rng.integers(min_side, max_side + 1, size=2))
-            image, objects = render_scene(rng, height, width, max_objects)
-            quality = int(rng.integers(35, 96))
+            height, width = (int(side) for side in rng.integers(preset.min_side, preset.max_side + 1, size=2))
+            image, objects = render_scene(rng, height, width, preset)
+            quality = int(rng.integers(preset.min_quality, 96))
             file_name = f"{index + 1:06d}.jpg"
             ok, encoded = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
@@ -65,8 +110,10 @@ def generate_dataset(out_dir: str | Path, num_train: int = 1200, num_val: int = 
                 annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": label + 1,
                                     "bbox": bbox, "area": area, "iscrowd": 0})
         ann_file = out_dir / split / "annotations.json"
-        categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(CLASSES)]
-        coco = {"info": {"description": "centernet synthetic shapes", "seed": seed, "split": split},
+        categories = [{"id": i + 1, "name": name, "supercategory": "shape"}
+                      for i, name in enumerate(CLASSES[:preset.num_classes])]
+        coco = {"info": {"description": "centernet synthetic shapes", "seed": seed, "split": split,
+                         "preset": preset.__dict__},
                 "images": images, "annotations": annotations, "categories": categories}
         ann_file.write_text(json.dumps(coco))
         paths[f"{split}_images"], paths[f"{split}_ann"] = image_dir, ann_file
@@ -74,17 +121,19 @@ def generate_dataset(out_dir: str | Path, num_train: int = 1200, num_val: int = 
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int,
-                 max_objects: int = 12) -> tuple[np.ndarray, list[tuple[int, list[int], int]]]:
+                 preset: Preset = PRESETS["hard"]) -> tuple[np.ndarray, list[tuple[int, list[int], int]]]:
     """One RGB uint8 scene and its objects as ``(label, [x, y, w, h] visible box, visible area)``."""
-    image = _background(rng, height, width)
+    image = _background(rng, height, width, preset)
     owner = np.full((height, width), -1, np.int32)  # which object each pixel shows
-    count = 0 if rng.random() < 0.03 else min(max_objects, 1 + int(rng.poisson(4)))
+    count = 0 if rng.random() < 0.03 else min(preset.max_objects, 1 + int(rng.poisson(preset.mean_objects)))
     placed = []  # (label, window origin x, y, full mask [s, s] bool)
-    max_size = max(MIN_OBJECT_SIZE + 1, 0.5 * min(height, width))
+    min_size = min(preset.min_object, 0.5 * min(height, width))
+    max_size = max(min_size + 1, preset.max_object * min(height, width))
     for k in range(count):
-        label = int(rng.integers(len(CLASSES)))
-        size = math.exp(rng.uniform(math.log(MIN_OBJECT_SIZE), math.log(max_size)))
-        center = (rng.uniform(0, width), rng.uniform(0, height))
+        label = int(rng.integers(preset.num_classes))
+        size = math.exp(rng.uniform(math.log(min_size), math.log(max_size)))
+        margin = 0.5 * size if preset.inside else 0.0
+        center = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
         x0, y0, mask = _draw_object(rng, image, owner, k, label, size, center)
         placed.append((label, x0, y0, mask))
 
@@ -93,13 +142,13 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
         side = mask.shape[0]
         visible = _crop(owner, x0, y0, side) == k  # [s', s'] inside the image only
         area = int(visible.sum())
-        if area == 0 or area < MIN_VISIBLE * mask.sum():
+        if area == 0 or area < preset.min_visible * mask.sum():
             continue
         ys, xs = np.nonzero(visible)
         left, top = max(x0, 0), max(y0, 0)
         box = [int(left + xs.min()), int(top + ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
         objects.append((label, box, area))
-    return _camera(rng, image), objects
+    return _camera(rng, image, preset.noise), objects
 
 
 # ----------------------------------------------------------------------------- background
@@ -116,7 +165,7 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int,
     return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC).reshape(height, width, channels)
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def _background(rng: np.random.Generator, height: int, width: int, preset: Preset) -> np.ndarray:
     """A cluttered RGB uint8 background: gradient + colour noise + lines, curves and blobs."""
     # The smooth part is built at a quarter of the size and scaled up (it has no fine detail).
     small_h, small_w = max(height // 4, 2), max(width // 4, 2)
@@ -131,7 +180,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     smooth = cv2.resize(smooth, (width, height), interpolation=cv2.INTER_LINEAR)  # [h, w, 3]
     image = np.clip(smooth, 0, 255).astype(np.uint8)
 
-    for _ in range(int(rng.integers(0, 7))):  # translucent irregular blobs
+    for _ in range(int(rng.integers(0, preset.blobs))):  # translucent irregular blobs
         overlay = image.copy()
         radius = rng.uniform(8, 0.35 * min(height, width))
         center = rng.uniform((0, 0), (width, height))
@@ -141,11 +190,11 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
         cv2.fillPoly(overlay, [_fixed(points)], _random_color(rng).tolist(), cv2.LINE_AA, _SUBPIXEL)
         alpha = rng.uniform(0.2, 0.6)
         image = cv2.addWeighted(overlay, alpha, image, 1 - alpha, 0)
-    for _ in range(int(rng.integers(0, 12))):  # straight lines
+    for _ in range(int(rng.integers(0, preset.lines))):  # straight lines
         ends = rng.uniform((-50, -50), (width + 50, height + 50), size=(2, 2))
         cv2.line(image, *[tuple(p) for p in _fixed(ends)], _random_color(rng).tolist(),
                  int(rng.integers(1, 4)), cv2.LINE_AA, _SUBPIXEL)
-    for _ in range(int(rng.integers(0, 5))):  # wandering curves
+    for _ in range(int(rng.integers(0, preset.curves))):  # wandering curves
         steps = rng.normal(0, rng.uniform(4, 15), size=(int(rng.integers(8, 40)), 2)).cumsum(axis=0)
         points = rng.uniform((0, 0), (width, height)) + steps
         cv2.polylines(image, [_fixed(points)], False, _random_color(rng).tolist(),
@@ -243,14 +292,14 @@ def _draw_object(rng: np.random.Generator, image: np.ndarray, owner: np.ndarray,
 
 # ----------------------------------------------------------------------------- camera
 
-def _camera(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+def _camera(rng: np.random.Generator, image: np.ndarray, noise: float) -> np.ndarray:
     """Colour cast, optional blur and sensor noise, as a camera would add them."""
     image = image.astype(np.float32)
     image *= rng.uniform(0.85, 1.15, size=3).astype(np.float32)
     if rng.random() < 0.5:
         image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.5))
     # Uniform noise of standard deviation sigma (random bytes are far cheaper than normal draws).
-    sigma = rng.uniform(0, 10)
+    sigma = rng.uniform(0, noise)
     noise = np.frombuffer(rng.bytes(image.size), np.uint8).reshape(image.shape).astype(np.float32)
     noise -= np.float32(127.5)
     noise *= np.float32(sigma * math.sqrt(12) / 256)

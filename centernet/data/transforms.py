@@ -41,7 +41,10 @@ def get_affine_transform(center: Sequence[float], scale: float | Sequence[float]
     original. Three point pairs define it: the centre, a point half a width above the centre, and
     that point turned 90 degrees about it. ``inverse=True`` gives the map from output to source.
     """
-    scale_w = float(scale[0]) if np.ndim(scale) else float(scale)
+    # the width in float32, as Paddle's and the original's code hold it: a draw such as
+    # 480 * 0.7000000000000001 then gives bit-identical matrices (cv2 warps in fixed point, so one
+    # ulp in the matrix moves some output pixels by a gray level or two)
+    scale_w = float(np.float32(scale[0] if np.ndim(scale) else scale))
     output_w, output_h = float(output_size[0]), float(output_size[1])
     src = np.zeros((3, 2), dtype=np.float32)
     dst = np.zeros((3, 2), dtype=np.float32)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from ..io import read_text, write_bytes, write_text
 from .errors import DataError
 
 _BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
@@ -25,7 +26,7 @@ _BOX_TAGS = ("xmin", "ymin", "xmax", "ymax")
 
 def read_class_names(path: str | Path) -> list[str]:
     """Class names from a text file, one per line (blank lines ignored)."""
-    names = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    names = [line.strip() for line in read_text(path, DataError).splitlines() if line.strip()]
     if not names:
         raise DataError(f"{path}: no class names")
     if len(set(names)) != len(names):
@@ -49,7 +50,7 @@ def read_voc(root: str | Path, split: str | None = None,
         list_file = root / "ImageSets" / "Main" / f"{split}.txt"
         if not list_file.is_file():
             raise DataError(f"{list_file}: split list not found")
-        stems = [line.split()[0] for line in list_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        stems = [line.split()[0] for line in read_text(list_file, DataError).splitlines() if line.strip()]
         xml_files = [ann_dir / f"{stem}.xml" for stem in stems]
     else:
         xml_files = sorted(ann_dir.glob("*.xml"))
@@ -66,12 +67,12 @@ def read_voc(root: str | Path, split: str | None = None,
     for image_id, (path, record) in enumerate(zip(xml_files, records), start=1):
         images.append({"id": image_id, "file_name": record["file_name"],
                        "width": record["width"], "height": record["height"]})
-        for name, (xmin, ymin, xmax, ymax), difficult in record["objects"]:
+        for number, (name, (xmin, ymin, xmax, ymax), difficult) in enumerate(record["objects"]):
             if name not in category_of:
                 raise DataError(f"{path}: unknown class {name!r} (classes: {', '.join(class_names)})")
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": category_of[name],
                                 "bbox": [xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1],
-                                "iscrowd": 0, "difficult": difficult})
+                                "iscrowd": 0, "difficult": difficult, "source": f"{path} (object {number})"})
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}, image_dir
 
@@ -95,6 +96,9 @@ def _read_xml(path: Path) -> dict:
         if not name:
             raise DataError(f"{path}: object {i} has no <name>")
         box = tuple(_number(obj, f"bndbox/{tag}", path) for tag in _BOX_TAGS)
+        if box[2] < box[0] or box[3] < box[1]:  # xmax == xmin is a box one pixel wide
+            raise DataError(f"{path}: object {i} ({name}): its box is inverted: xmin {box[0]} xmax {box[2]}, "
+                            f"ymin {box[1]} ymax {box[3]} (a maximum below its minimum)")
         difficult = int(_number(obj, "difficult", path)) if obj.find("difficult") is not None else 0
         objects.append((name, box, difficult))
     return {"file_name": file_name, "width": int(width), "height": int(height), "objects": objects}
@@ -121,7 +125,7 @@ def write_voc(data: dict, root: str | Path) -> Path:
     ann_dir.mkdir(parents=True, exist_ok=True)
     categories = sorted(data["categories"], key=lambda category: category["id"])
     name_of = {category["id"]: str(category["name"]) for category in categories}
-    (Path(root) / "labels.txt").write_text("".join(f"{name}\n" for name in name_of.values()), encoding="utf-8")
+    write_text(Path(root) / "labels.txt", "".join(f"{name}\n" for name in name_of.values()))
     stems = [Path(image["file_name"]).stem for image in data["images"]]
     if len(set(stems)) != len(stems):
         raise DataError(f"{root}: two images share a file name stem; VOC names annotation files by it")
@@ -144,5 +148,5 @@ def write_voc(data: dict, root: str | Path) -> Path:
             for tag, value in zip(_BOX_TAGS, (x + 1, y + 1, x + w, y + h)):
                 ET.SubElement(box, tag).text = repr(value)
         ET.indent(node)
-        ET.ElementTree(node).write(ann_dir / f"{stem}.xml", encoding="utf-8", xml_declaration=False)
+        write_bytes(ann_dir / f"{stem}.xml", ET.tostring(node, encoding="utf-8", xml_declaration=False))
     return ann_dir

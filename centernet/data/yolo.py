@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 from PIL import Image, UnidentifiedImageError
 
+from ..io import read_text, write_text
 from .errors import DataError, ImageLoadError
 from .voc import read_class_names
 
@@ -33,7 +34,7 @@ def yolo_class_names(root: str | Path) -> list[str]:
     for yaml_file in (root / "data.yaml", root / "dataset.yaml"):
         if yaml_file.is_file():
             try:
-                names = (yaml.safe_load(yaml_file.read_text(encoding="utf-8")) or {}).get("names")
+                names = (yaml.safe_load(read_text(yaml_file, DataError)) or {}).get("names")
             except (yaml.YAMLError, AttributeError) as error:
                 raise DataError(f"{yaml_file}: not a YAML mapping with 'names' ({error})") from None
             if isinstance(names, dict):
@@ -66,21 +67,22 @@ def read_yolo(root: str | Path, split: str | None = None,
         width, height = image_size(image_file)
         images.append({"id": image_id, "file_name": relative.as_posix(), "width": width, "height": height})
         label_file = (label_dir / relative).with_suffix(".txt")
-        for label, (cx, cy, w, h) in _read_label_file(label_file, len(class_names)):
+        for where, label, (cx, cy, w, h) in _read_label_file(label_file, len(class_names)):
             # clipped: a box at the border may reach past it by the label's rounding
             x0, x1 = max(cx - w / 2, 0.0) * width, min(cx + w / 2, 1.0) * width
             y0, y1 = max(cy - h / 2, 0.0) * height, min(cy + h / 2, 1.0) * height
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": label + 1,
-                                "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0})
+                                "bbox": [x0, y0, x1 - x0, y1 - y0], "iscrowd": 0, "source": where})
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(class_names)]
     return {"images": images, "annotations": annotations, "categories": categories}, image_dir
 
 
-def _read_label_file(path: Path, num_classes: int) -> list[tuple[int, tuple[float, ...]]]:
+def _read_label_file(path: Path, num_classes: int) -> list[tuple[str, int, tuple[float, ...]]]:
+    """(``file:line``, class index, (cx, cy, w, h)) of each box of a label file."""
     if not path.is_file():
         return []
     boxes = []
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_number, line in enumerate(read_text(path, DataError).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -95,7 +97,9 @@ def _read_label_file(path: Path, num_classes: int) -> list[tuple[int, tuple[floa
             raise DataError(f"{where}: unknown class index {label} ({num_classes} class names)")
         if not all(0.0 <= value <= 1.0 for value in values):
             raise DataError(f"{where}: coordinates must be normalised to [0, 1], got {' '.join(fields[1:])}")
-        boxes.append((label, values))
+        if values[2] <= 0 or values[3] <= 0:
+            raise DataError(f"{where}: the box has zero width or height: {' '.join(fields[1:])}")
+        boxes.append((where, label, values))
     return boxes
 
 
@@ -121,7 +125,7 @@ def write_yolo(data: dict, root: str | Path) -> Path:
     categories = sorted(data["categories"], key=lambda category: category["id"])
     label_of = {category["id"]: label for label, category in enumerate(categories)}
     Path(root).mkdir(parents=True, exist_ok=True)
-    (Path(root) / "classes.txt").write_text("".join(f"{c['name']}\n" for c in categories), encoding="utf-8")
+    write_text(Path(root) / "classes.txt", "".join(f"{c['name']}\n" for c in categories))
     lines: dict = {image["id"]: [] for image in data["images"]}
     size_of = {image["id"]: (image["width"], image["height"]) for image in data["images"]}
     for ann in data["annotations"]:
@@ -134,7 +138,5 @@ def write_yolo(data: dict, root: str | Path) -> Path:
         lines[ann["image_id"]].append(f"{label_of[ann['category_id']]} {(x0 + x1) / 2 / width:.6f} "
                                       f"{(y0 + y1) / 2 / height:.6f} {(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
     for image in data["images"]:
-        label_file = (label_dir / image["file_name"]).with_suffix(".txt")
-        label_file.parent.mkdir(parents=True, exist_ok=True)
-        label_file.write_text("".join(lines[image["id"]]), encoding="utf-8")
+        write_text((label_dir / image["file_name"]).with_suffix(".txt"), "".join(lines[image["id"]]))
     return label_dir

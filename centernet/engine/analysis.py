@@ -13,6 +13,7 @@ computed here.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Sequence
@@ -21,6 +22,8 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
+from ..io import write_text
+from ..viz import save_figure
 from .evaluate import run_cocoeval
 
 ANALYSIS_FILES = ["per_class_ap.csv", "pr_curves.png", "confusion_matrix.png", "confusion_matrix.csv"]
@@ -150,23 +153,25 @@ def _match(true_boxes: np.ndarray, boxes: np.ndarray, iou_threshold: float) -> l
 
 
 def save_per_class_csv(rows: list[dict], path: Path) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, ["class", "instances", "AP", "AP50"])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if isinstance(value, float) and math.isnan(value)
-                             else f"{value:.6g}" if isinstance(value, float) else value
-                             for key, value in row.items()})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, ["class", "instances", "AP", "AP50"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if isinstance(value, float) and math.isnan(value)
+                         else f"{value:.6g}" if isinstance(value, float) else value
+                         for key, value in row.items()})
+    write_text(path, text.getvalue())
 
 
 def save_confusion_csv(matrix: np.ndarray, class_names: Sequence[str], path: Path) -> None:
     """Rows predicted, columns true; the corner cell names the axes."""
     names = [*class_names, BACKGROUND]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["predicted \\ true", *names])
-        for name, counts in zip(names, matrix.tolist()):
-            writer.writerow([name, *counts])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["predicted \\ true", *names])
+    for name, counts in zip(names, matrix.tolist()):
+        writer.writerow([name, *counts])
+    write_text(path, text.getvalue())
 
 
 def plot_pr_curves(evaluator, rows: list[dict], path: Path) -> None:
@@ -192,8 +197,7 @@ def plot_pr_curves(evaluator, rows: list[dict], path: Path) -> None:
     if scored:
         axis.legend(fontsize=8, loc="lower left")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: Path,
@@ -217,8 +221,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: Sequence[str], path: 
     axis.set_title(f"confusion matrix (score >= {score_threshold:g}, IoU >= {iou_threshold:g})")
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04, label="share of the true class")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path, dpi=100)
 
 
 def _pyplot():

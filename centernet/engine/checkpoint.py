@@ -1,71 +1,61 @@
 """The one checkpoint writer and reader.
 
 A checkpoint is a plain dict of tensors and Python primitives, so it is read back with
-``torch.load(weights_only=True)``: loading never runs code from the file. It is written atomically
-(temporary file in the same folder, fsync, rename), so a crash while saving leaves the previous
-``last.pt`` intact.
+``torch.load(weights_only=True)``: loading never runs code from the file (``centernet.io``
+refuses zip bombs first). It is written atomically (temporary file in the same folder, fsync,
+rename), so a crash, a full disk or Ctrl-C while saving leaves the previous ``last.pt`` intact.
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 import random
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any
 
 import numpy as np
 import torch
+
+from ..config import Config
+from ..io import atomic_open, check_finite, interrupts_deferred, load_torch_file
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "run_config", "rng_state", "set_rng_state"]
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read as one of ours."""
 
 
-@contextmanager
-def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
-    """A binary handle on a temporary file beside ``path``; when the block ends without error the
-    file is fsynced and renamed to ``path``, otherwise removed (``path`` is never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    with atomic_open(path) as handle:
+    """Write ``state`` to ``path`` atomically; Ctrl-C meanwhile waits until the file is in place.
+    A full disk raises ``centernet.io.OutputError`` naming ``path``, whose old content stays."""
+    with interrupts_deferred(), atomic_open(path) as handle:
         torch.save(state, handle)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's dict, read without running code from the file (``CheckpointError`` naming the
+    file when it is refused, damaged, not ours, or its weights hold NaN or infinite values)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(f"{path}: refused to load: the file holds objects other than "
-                              f"tensors and plain data ({error})") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): {error}") from None
-    if not isinstance(state, dict) or "model" not in state:
+    state = load_torch_file(path, "checkpoint", refused=CheckpointError, corrupt=CheckpointError)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f"{path}: not a centernet checkpoint (no 'model' entry)")
+    for key in ("model", "ema"):
+        if isinstance(state.get(key), dict):
+            check_finite(state[key], path, CheckpointError)
     return state
+
+
+def run_config(state: dict[str, Any], path: str | Path, remedy: str) -> Config:
+    """The configuration of the run that wrote the checkpoint ``state`` (read from ``path``);
+    ``CheckpointError`` saying ``remedy`` when it holds none (a hand-made ``{"model": ...}``)."""
+    if not isinstance(state.get("config"), dict):
+        raise CheckpointError(f"{path}: holds weights but not the configuration of the run that made them "
+                              f"('config'); {remedy}")
+    return Config.from_dict(state["config"], source=str(path))
 
 
 def rng_state() -> dict[str, Any]:

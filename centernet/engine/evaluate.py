@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.coco import CocoDetection, coco_from_dict
+from ..io import output_group
 from .predict import Detector
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
@@ -90,10 +90,10 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 
 def save_metrics(metrics: dict[str, float], detections: list[dict], out_dir: str | Path) -> Path:
+    """Write ``out_dir/eval.json`` and ``out_dir/detections.json``, both or neither (an earlier
+    evaluation's files stay whole when the disk is full); returns the eval.json path."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "eval.json"
-    path.write_text(json.dumps(metrics, indent=1))
-    (out_dir / "detections.json").write_text(json.dumps(detections))
-    return path
+    with output_group() as out:
+        out.write_json(out_dir / "detections.json", detections)
+        return out.write_json(out_dir / "eval.json", metrics, indent=1)
 

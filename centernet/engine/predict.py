@@ -27,15 +27,30 @@ from ..data.coco_classes import COCO_CLASSES
 from ..data.images import load_image
 from ..data.transforms import EvalTransform
 from ..decode import affine_boxes, decode, flip_merge
+from ..io import output_group
 from ..nms import MERGE_METHODS, merge_detections
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``device`` as a ``torch.device`` ("auto": CUDA when available, else the CPU); ``ValueError``
+    for a name torch does not know or a GPU this machine does not have."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        chosen = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"device {device!r}: not a device name (cpu, cuda, cuda:N or auto)") from None
+    if chosen.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise ValueError(f"device {device!r}: this machine has no CUDA GPU that torch can use; use cpu")
+        if chosen.index is not None and chosen.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif chosen.type != "cpu" and not (chosen.type == "mps" and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: not available here; use cpu or cuda")
+    return chosen
 
 
 class Detector:
@@ -89,32 +104,44 @@ class Detector:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs) -> "Detector":
         """A detector from one of our training checkpoints (``best.pt`` / ``last.pt``)."""
-        from ..config import Config
         from ..models import create_model
-        from .checkpoint import load_checkpoint
+        from .checkpoint import CheckpointError, load_checkpoint, run_config
 
         state = load_checkpoint(path)
-        config = Config.from_dict(state["config"], source=str(path))
+        config = run_config(state, path, f"the model is unknown, so name it: --model NAME --weights {path}")
         class_names = state.get("class_names")
         model = create_model(config.model.name, **config.model_kwargs())
         weights = state.get("ema") or state["model"]
-        model.load_state_dict(weights)
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as error:
+            first = str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else str(error)
+            raise CheckpointError(f"{path}: its weights do not fit the model its configuration names "
+                                  f"({config.model.name}): {first}") from None
         kwargs.setdefault("input_size", config.data.input_size)
         kwargs.setdefault("keep_res", config.data.eval_keep_res)
         return cls(model, class_names=class_names, device=device, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, name: str, weights: str | Path | None = None, num_classes: int = 80,
+    def from_pretrained(cls, name: str, weights: str | Path | None = None, num_classes: int | None = None,
                         device: str | torch.device | None = "auto", **kwargs) -> "Detector":
         """A detector of zoo model ``name`` (``centernet.list_models()``) with PaddleDetection's
         published COCO weights (downloaded once, see ``centernet.weights.hub``), or with ``weights``
-        (a ``.pdparams``, original CenterNet ``.pth`` or checkpoint file). 80 classes get COCO's names.
+        (a ``.pdparams``, original CenterNet ``.pth`` or checkpoint file). ``num_classes`` None: 80
+        for the published weights, the file's own (its heatmap head's, with its width) for
+        ``weights``. 80 classes get COCO's names.
 
             detector = centernet.Detector.from_pretrained("centernet_dla34", score_threshold=0.3)
         """
         from ..models import create_model
 
-        model = create_model(name, num_classes=num_classes, weights=weights, pretrained=weights is None)
+        shape = {"num_classes": 80 if num_classes is None else num_classes}
+        if weights is not None and num_classes is None:  # the file's class count and head width
+            from ..weights import read_weights
+            from ..weights.loading import head_kwargs
+
+            shape.update(head_kwargs(read_weights(weights)[1]))
+        model = create_model(name, weights=weights, pretrained=weights is None, **shape)
         return cls(model, device=device, **kwargs)
 
     @torch.inference_mode()
@@ -196,12 +223,13 @@ class Detector:
 
 
 def list_images(source: str | Path) -> list[Path]:
-    """An image file, or the image files of a folder (sorted), with a clear error otherwise."""
+    """An image file, or the image files of a folder (sorted; entries that are not files, such as
+    a folder named ``x.jpg``, are passed over), with a clear error otherwise."""
     source = Path(source)
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not files:
-            raise FileNotFoundError(f"{source}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+            raise FileNotFoundError(f"{source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
         return files
     if not source.exists():
         raise FileNotFoundError(f"{source}: no such file or folder")
@@ -218,25 +246,29 @@ def detection_records(result: dict[str, torch.Tensor], class_names: Sequence[str
 def predict(detector: Detector, source: str | Path, out_dir: str | Path, batch_size: int = 8,
             draw: bool = True, heatmap: bool = False) -> list[dict]:
     """Run on an image or a folder; save drawn images and ``predictions.json`` in ``out_dir``
-    (with ``heatmap``, also ``<name>_heatmap.jpg``: the class heatmaps over the image)."""
-    import json
+    (with ``heatmap``, also ``<name>_heatmap.jpg``: the class heatmaps over the image).
 
-    from ..viz import draw_detections, heatmap_overlay, save_image
+    All files are written or none: an unreadable image, a full disk or Ctrl-C leaves the files of
+    an earlier prediction in ``out_dir`` as they were."""
+    from ..viz import draw_detections, encode_image, heatmap_overlay
 
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     files = list_images(source)
     records = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        images = [load_image(path) for path in chunk]
-        for path, image, result in zip(chunk, images, detector.detect_images(images)):
-            records.append({"file": str(path), "detections": detection_records(result, detector.class_names)})
-            if draw:
-                drawn = draw_detections(image, result["boxes"].numpy(), result["scores"].numpy(),
-                                        result["labels"].numpy(), detector.class_names)
-                save_image(drawn, out_dir / f"{path.stem}.jpg")
-            if heatmap:
-                save_image(heatmap_overlay(image, detector.heatmaps(image)), out_dir / f"{path.stem}_heatmap.jpg")
-    (out_dir / "predictions.json").write_text(json.dumps(records, indent=1))
+    with output_group() as out:
+        for start in range(0, len(files), batch_size):
+            chunk = files[start:start + batch_size]
+            images = [load_image(path) for path in chunk]
+            for path, image, result in zip(chunk, images, detector.detect_images(images)):
+                records.append({"file": str(path), "detections": detection_records(result, detector.class_names)})
+                if draw:
+                    drawn = draw_detections(image, result["boxes"].numpy(), result["scores"].numpy(),
+                                            result["labels"].numpy(), detector.class_names)
+                    out.write_bytes(out_dir / f"{path.stem}.jpg", encode_image(drawn))
+                if heatmap:
+                    out.write_bytes(out_dir / f"{path.stem}_heatmap.jpg",
+                                    encode_image(heatmap_overlay(image, detector.heatmaps(image))))
+        out.write_json(out_dir / "predictions.json", records, indent=1)
     return records

@@ -1,4 +1,5 @@
-"""The training loop: Adam with PaddleDetection's step schedule, EMA, AMP, DDP, exact resume.
+"""The training loop: Adam with PaddleDetection's step schedule (or the short-run cosine one), EMA,
+AMP, DDP, exact resume.
 
 A run folder holds everything a run makes::
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import csv
+import io
 import math
 import os
 import random
@@ -51,13 +53,16 @@ from ..data.check import checked_annotations
 from ..data.coco import CocoDetection, collate
 from ..data.errors import DataError
 from ..data.transforms import EvalTransform, TrainTransform
+from ..io import write_text
 from ..losses import CenterNetLoss
 from ..models import create_model
 from . import distributed
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .distributed import EpochBatchSampler, Process
 from .evaluate import METRIC_NAMES, evaluate, format_metrics
 from .predict import Detector, select_device
+from .resume import flat_settings, load_resume_point, resumed_config
+from .schedule import SCHEDULES, build_scheduler
 from .tensorboard_logger import TensorBoardLogger, tensorboard_wanted, validation_pictures
 
 LOSS_NAMES = ["loss", "heatmap_loss", "wh_loss", "offset_loss"]
@@ -186,16 +191,20 @@ class Trainer:
     """
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True):
-        self.config = config
         self.run_dir = Path(run_dir)
+        resume_state = None
+        if resume:  # the run's own configuration, with the changes engine/resume.py allows
+            resume_state, config = resume_point(self.run_dir / "last.pt", config)
+        self.config = config
         train = config.train
         _check_train_config(train)
+        _check_model_and_data_config(config)
         if config.model.pretrained and config.model.pretrained_backbone:
             raise ValueError("model.pretrained sets the whole model and model.pretrained_backbone only its "
                              "backbone: give one of them")
         self.tensorboard = tensorboard_wanted(train.tensorboard)
         self.board: TensorBoardLogger | None = None  # open during fit, in the main process
-        self.process, self.device = distributed.init_distributed(select_device(train.device))
+        self.process, self.device = distributed.init_distributed(_train_device(train))
         self.progress = progress and self.process.is_main
         if not self.process.is_main:
             warnings.filterwarnings("ignore", category=UserWarning)  # rank 0 tells the user once
@@ -210,12 +219,12 @@ class Trainer:
             raise ValueError(f"model.num_classes is {config.model.num_classes} but {config.data.train_ann} "
                              f"has {len(self.train_set.class_names)} categories")
         self.model = create_model(config.model.name, **config.model_kwargs())
-        if config.model.pretrained:
+        if config.model.pretrained and resume_state is None:  # resuming: the weights come from last.pt
             from ..weights import load_weights
             report = load_weights(self.model, config.model.pretrained, num_classes_mismatch="reinit")
             if report.reinitialized and self.process.is_main:
                 print(report)  # fine-tuning to another class count: say what was re-initialised
-        if config.model.pretrained_backbone:
+        if config.model.pretrained_backbone and resume_state is None:
             from ..weights import load_backbone_weights
             report = load_backbone_weights(self.model, config.model.pretrained_backbone)
             if self.process.is_main:
@@ -226,21 +235,21 @@ class Trainer:
         self.criterion = CenterNetLoss()
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=train.lr, weight_decay=train.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, train.scaled_milestones(), train.gamma)
+        self.scheduler = build_scheduler(self.optimizer, train, len(self._sampler(0).plan))
         self.amp_dtype = AMP_DTYPES[train.amp_dtype]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=train.amp and self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, train.ema_decay) if train.ema else None
         self.start_epoch, self.start_step, self.start_totals = 0, 0, None
         self.best_ap = -1.0
-        if resume:
-            self._resume(self.run_dir / "last.pt")
+        if resume_state is not None:
+            self._resume(resume_state)
         self.network = self.model  # what the training step calls: the model, or DDP around it
         if self.process.distributed:
             self.network = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         if self.process.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            for stale in self.run_dir.glob(".*.pt.*.tmp"):  # left by a run killed while saving
+            for stale in self.run_dir.glob(".*.tmp"):  # left by a run killed while saving
                 stale.unlink(missing_ok=True)
             save_config(config, self.run_dir / "config.yaml")
 
@@ -255,8 +264,7 @@ class Trainer:
                 "best_ap": self.best_ap, "rng": rng_state(), "config": self.config.to_dict(),
                 "class_names": self.train_set.class_names, "cat_ids": self.train_set.cat_ids}
 
-    def _resume(self, path: Path) -> None:
-        state = load_checkpoint(path)
+    def _resume(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -305,6 +313,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema:
             self.ema.update(self.model)
@@ -410,7 +419,6 @@ class Trainer:
             resuming = epoch == self.start_epoch
             row = self.train_one_epoch(epoch, self.start_step if resuming else 0,
                                        self.start_totals if resuming else None)
-            self.scheduler.step()
             last = epoch == train.epochs - 1
             due = train.eval_interval and (epoch + 1) % train.eval_interval == 0
             metrics = {}
@@ -426,8 +434,7 @@ class Trainer:
             if not main:
                 continue
             row.update(epoch=epoch + 1, lr=lr, **metrics)
-            with open(csv_path, "a", newline="") as handle:
-                csv.DictWriter(handle, CSV_FIELDS).writerow({k: _fmt(row.get(k)) for k in CSV_FIELDS})
+            _append_csv_row(csv_path, row)
             improved = bool(metrics) and metrics["AP"] > self.best_ap
             if improved:
                 self.best_ap = metrics["AP"]
@@ -444,6 +451,21 @@ class Trainer:
         return {"run_dir": str(self.run_dir), "best_ap": self.best_ap, "last_metrics": metrics, "is_main": main}
 
 
+def resume_point(path: Path, config: Config) -> tuple[dict[str, Any], Config]:
+    """The checkpoint ``path`` and the configuration a run resumed from it continues with:
+    its own, where ``config`` agrees with it or changes only what ``engine.resume`` allows."""
+    state, stored, epochs_done = load_resume_point(path)
+    labels = {key: key for key in flat_settings(config)}
+    return state, resumed_config(path, stored, epochs_done, config, labels)
+
+
+def _train_device(train) -> torch.device:
+    try:
+        return select_device(train.device)
+    except ValueError as error:
+        raise ValueError(f"train.device: {error}") from None
+
+
 def _check_train_config(train) -> None:
     if train.amp_dtype not in AMP_DTYPES:
         raise ValueError(f"train.amp_dtype must be one of {sorted(AMP_DTYPES)}, got {train.amp_dtype!r}")
@@ -452,6 +474,28 @@ def _check_train_config(train) -> None:
             raise ValueError(f"train.{name} must be at least 1, got {getattr(train, name)}")
     if train.checkpoint_interval < 0:
         raise ValueError(f"train.checkpoint_interval must be >= 0, got {train.checkpoint_interval}")
+    if train.schedule not in SCHEDULES:
+        raise ValueError(f"train.schedule must be one of {list(SCHEDULES)}, got {train.schedule!r}")
+    if not 0 <= train.warmup_epochs <= train.epochs:
+        raise ValueError(f"train.warmup_epochs must be in [0, epochs={train.epochs}], got {train.warmup_epochs}")
+    for name, low in (("epochs", 1), ("eval_interval", 0), ("seed", 0)):
+        if int(getattr(train, name)) < low:
+            raise ValueError(f"train.{name} must be at least {low}, got {getattr(train, name)}")
+    for name in ("lr", "grad_clip"):
+        value = getattr(train, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"train.{name} must be a positive number, got {value}")
+
+
+def _check_model_and_data_config(config: Config) -> None:
+    for name, value in (("model.head_planes", config.model.head_planes), ("model.num_classes", config.model.num_classes)):
+        if value is not None and int(value) < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if int(config.data.workers) < 0:
+        raise ValueError(f"data.workers must be >= 0, got {config.data.workers}")
+    size = tuple(config.data.input_size)
+    if len(size) != 2 or any(int(side) <= 0 or int(side) % 32 for side in size):
+        raise ValueError(f"data.input_size must be (height, width), multiples of 32, got {list(size)}")
 
 
 def _keep_csv_rows(path: Path, epochs_done: int) -> None:
@@ -459,15 +503,28 @@ def _keep_csv_rows(path: Path, epochs_done: int) -> None:
     killed after writing an epoch's row but before its checkpoint replays that epoch)."""
     rows = []
     if epochs_done and path.exists():
-        with open(path, newline="") as handle:
-            rows = [row for row in csv.DictReader(handle)
-                    if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epochs_done]
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+        rows = [row for row in _csv_rows(path)
+                if (row.get("epoch") or "").isdigit() and int(row["epoch"]) <= epochs_done]
+    _write_csv(path, rows)
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``metrics.csv`` with ``rows``, replaced whole (a full disk leaves the previous file)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, CSV_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, text.getvalue())
+
+
+def _append_csv_row(path: Path, row: dict[str, Any]) -> None:
+    """Add an epoch's row to ``metrics.csv`` by rewriting it atomically."""
+    _write_csv(path, [*_csv_rows(path), {k: _fmt(row.get(k)) for k in CSV_FIELDS}])
 
 
 def _fmt(value: Any) -> Any:

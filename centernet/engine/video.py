@@ -9,11 +9,14 @@ detected ``batch_size`` at a time, drawn and written to the output video at the 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Iterator
 
 import cv2
 import numpy as np
+
+from ..io import output_group
 from .predict import Detector
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
@@ -52,8 +55,12 @@ def predict_video(detector: Detector, source: str | Path | int, out_path: str | 
     Each result is the ``Detector``'s dict (``boxes`` xyxy in frame pixels, ``scores``, ``labels``)
     plus ``frame`` (its index). With ``out_path`` the frames are drawn and written there (the codec
     follows the suffix: ``.avi`` Motion-JPEG, otherwise MPEG-4). The video is finished and released
-    when the generator ends or is closed (a camera runs until interrupted).
+    when the generator ends or is closed (a camera runs until interrupted). A file that ends before
+    the frame count its header declares (truncated) gives a warning naming it and both counts; one
+    without any readable frame raises ``ValueError``.
     """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     from tqdm import tqdm
 
     from ..viz import draw_detections
@@ -76,6 +83,13 @@ def predict_video(detector: Detector, source: str | Path | int, out_path: str | 
                 bar.update(1)
                 yield {**result, "frame": index}
                 index += 1
+        if not isinstance(source, int):
+            if not index:
+                raise ValueError(f"{source}: no frame could be decoded (an empty or damaged video)")
+            if index < total:
+                warnings.warn(f"{source}: only {index} of the {total} frames its header declares could be "
+                              f"decoded (a truncated or damaged file); the results cover frames 0-{index - 1}",
+                              stacklevel=2)
     finally:
         bar.close()
         capture.release()
@@ -108,20 +122,22 @@ def video_predictions(detector: Detector, source: str | Path | int, out_dir: str
                       batch_size: int = 8, progress: bool = True) -> tuple[Path, list[dict]]:
     """Write ``out_dir/<name>.<suffix>`` (annotated) and ``out_dir/<name>.json`` (detections per
     frame, as ``predict`` writes them for images); returns the video path and the records.
-    A camera (an int index) runs until Ctrl-C."""
-    import json
-
+    A camera (an int index) runs until Ctrl-C. Both files are replaced together at the end, so a
+    failure or Ctrl-C on a file leaves an earlier run's outputs whole."""
     from .predict import detection_records
 
     name = f"camera{source}" if isinstance(source, int) else Path(source).stem
     suffix = ".mp4" if isinstance(source, int) else Path(source).suffix.lower()
     out_video = Path(out_dir) / f"{name}{suffix}"
     records = []
-    try:
-        for result in predict_video(detector, source, out_video, batch_size, progress):
-            records.append({"frame": result["frame"], "detections": detection_records(result, detector.class_names)})
-    except KeyboardInterrupt:  # how a camera run ends: keep what was seen
-        if not isinstance(source, int):
-            raise
-    (Path(out_dir) / f"{name}.json").write_text(json.dumps(records, indent=1))
+    with output_group() as out:
+        drawn = out.temporary_path(out_video)
+        try:
+            for result in predict_video(detector, source, drawn, batch_size, progress):
+                records.append({"frame": result["frame"],
+                                "detections": detection_records(result, detector.class_names)})
+        except KeyboardInterrupt:  # how a camera run ends: keep what was seen
+            if not isinstance(source, int):
+                raise
+        out.write_json(Path(out_dir) / f"{name}.json", records, indent=1)
     return out_video, records

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from ..engine.checkpoint import atomic_open
+from ..io import OutputError, atomic_open
 from .pdparams import WeightsError
 
 _PADDLE_MODELS = "https://bj.bcebos.com/v1/paddledet/models"
@@ -108,6 +108,8 @@ def _fetch(url: str, out, size: int | None, progress: bool, timeout: float, dest
                     digest.update(chunk)
                     received += len(chunk)
                     bar.update(len(chunk))
+    except OutputError:
+        raise  # our disk, not the connection
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
         raise DownloadError(f"could not download {url} ({reason}); without a connection, download it "

@@ -11,8 +11,6 @@ half-loads.
 from __future__ import annotations
 
 import math
-import pickle
-import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io import check_finite, load_torch_file
 from .mapping import looks_original, original_key, paddle_key, strip_prefix
 from .pdparams import UnsafeWeightsError, WeightsError, WeightsFormatError, read_pdparams
-from .safetensors_io import is_safetensors, read_safetensors
+from .safetensors_io import implausible_header, is_safetensors, read_safetensors
 
-__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights", "load_state", "torch_layout"]
+__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights", "load_state", "torch_layout",
+           "head_kwargs"]
 
 # The first pickle of a pre-1.6 torch.save file is this magic number (protocol 2, LONG1 of 10 bytes).
 _LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -83,17 +83,7 @@ def _is_torch_file(path: Path) -> bool:
 
 
 def _torch_load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        # torch's message is long advice; keep its one line that names the refused global
-        found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please use|$)", str(error), re.M)
-        reason = found.group(1) if found else str(error).splitlines()[0]
-        raise UnsafeWeightsError(f"{path}: refused to load: the file holds objects other than "
-                                 f"tensors and plain data ({reason})") from None
-    except (RuntimeError, EOFError, OSError, ValueError, KeyError) as error:
-        raise WeightsFormatError(f"{path}: not a readable weights file (truncated or corrupt?): "
-                                 f"{error}") from None
+    return load_torch_file(path, "weights file", refused=UnsafeWeightsError, corrupt=WeightsFormatError)
 
 
 def read_weights(path) -> tuple[str, dict[str, torch.Tensor]]:
@@ -104,15 +94,30 @@ def read_weights(path) -> tuple[str, dict[str, torch.Tensor]]:
     checkpoint ``{"model", "ema", ...}``, the EMA weights when present, or a plain state dict) or
     ``"safetensors"`` (a file of ``centernet convert``: our names, PyTorch layout). Keys are already
     mapped to our names; entries with no place in a detector are dropped. Paddle's Linear weights
-    keep Paddle's [in, out] layout (:func:`torch_layout` turns them, given the model).
+    keep Paddle's [in, out] layout (:func:`torch_layout` turns them, given the model). Weights
+    holding NaN or infinite values are refused (:class:`WeightsFormatError` naming them).
     """
     path = Path(path)
+    if path.is_dir():
+        raise WeightsFormatError(f"{path}: is a folder, not a weights file")
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path}")
+    source, weights = _read_weights(path)
+    check_finite(weights, path, WeightsFormatError)
+    return source, weights
+
+
+def _read_weights(path: Path) -> tuple[str, dict[str, torch.Tensor]]:
     if is_safetensors(path):
         return "safetensors", {strip_prefix(k): v for k, v in read_safetensors(path)[1].items()}
     if not _is_torch_file(path):
-        arrays = read_pdparams(path)
+        try:
+            arrays = read_pdparams(path)
+        except WeightsFormatError:
+            reason = implausible_header(path)  # a damaged safetensors file is no pickle either
+            if reason:
+                raise WeightsFormatError(reason) from None
+            raise
         return "paddle", {paddle_key(k): torch.from_numpy(np.ascontiguousarray(v))
                           for k, v in arrays.items()}
 
@@ -128,6 +133,16 @@ def read_weights(path) -> tuple[str, dict[str, torch.Tensor]]:
         mapped = {original_key(k): v for k, v in state.items()}
         return "original", {k: v for k, v in mapped.items() if k is not None}
     return "centernet", {strip_prefix(k): v for k, v in state.items()}
+
+
+def head_kwargs(weights: dict[str, torch.Tensor]) -> dict[str, int]:
+    """What the heatmap head of ``weights`` (our key names) says about the model it came from:
+    ``num_classes`` (its classifier's outputs) and ``head_planes`` (its hidden conv's), where present."""
+    kwargs = {}
+    for name, key in (("head_planes", "head.heatmap.0.conv.bias"), ("num_classes", "head.heatmap.2.conv.bias")):
+        if isinstance(weights.get(key), torch.Tensor) and weights[key].ndim == 1:
+            kwargs[name] = int(weights[key].shape[0])
+    return kwargs
 
 
 def _linear_weights(model: nn.Module) -> set[str]:

@@ -12,23 +12,38 @@ from pathlib import Path
 
 import torch
 
-from ..engine.checkpoint import atomic_open
+from ..io import atomic_open
 from .pdparams import WeightsFormatError
 
-__all__ = ["SUFFIX", "is_safetensors", "read_safetensors", "write_safetensors"]
+__all__ = ["SUFFIX", "is_safetensors", "implausible_header", "read_safetensors", "write_safetensors"]
 
 SUFFIX = ".safetensors"
 _MAX_HEADER = 100 << 20  # the safetensors library refuses larger headers
 
 
-def is_safetensors(path: Path) -> bool:
-    """Whether ``path`` starts like a safetensors file (a plausible header length, then ``{``)."""
+def declared_header_length(path: Path) -> int | None:
+    """The header length a file starting like a safetensors file declares (8 bytes, then ``{``),
+    else None."""
     with open(path, "rb") as handle:
         head = handle.read(9)
     if len(head) < 9 or head[8:9] != b"{":
-        return False
-    length = int.from_bytes(head[:8], "little")
-    return 2 <= length <= min(path.stat().st_size - 8, _MAX_HEADER)
+        return None
+    return int.from_bytes(head[:8], "little")
+
+
+def is_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts like a safetensors file (a plausible header length, then ``{``)."""
+    length = declared_header_length(path)
+    return length is not None and 2 <= length <= min(path.stat().st_size - 8, _MAX_HEADER)
+
+
+def implausible_header(path: Path) -> str | None:
+    """Why a file that starts like a safetensors file cannot be one (its header length), else None."""
+    length = declared_header_length(path)
+    if length is None or is_safetensors(path):
+        return None
+    return (f"{path}: starts like a safetensors file but declares a {length}-byte header in a "
+            f"{path.stat().st_size}-byte file (truncated or corrupt?)")
 
 
 def read_safetensors(path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:

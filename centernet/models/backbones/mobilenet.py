@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers import paddle_default_init_
+
 __all__ = ["MobileNetV1", "MobileNetV3", "ConvBNLayer", "ACTIVATIONS", "make_divisible"]
 
 ACTIVATIONS = {None: nn.Identity, "relu": nn.ReLU, "relu6": nn.ReLU6,
@@ -109,7 +111,7 @@ class ConvBN(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                               padding=(kernel_size - 1) // 2, groups=groups, bias=False)
-        nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")
+        paddle_default_init_(self.conv)
         self.bn = nn.BatchNorm2d(out_channels)
         self.act = ACTIVATIONS[act]()
 
@@ -125,8 +127,7 @@ class SEModule(nn.Module):
         self.conv1 = nn.Conv2d(channels, channels // reduction, 1)
         self.conv2 = nn.Conv2d(channels // reduction, channels, 1)
         for conv in (self.conv1, self.conv2):
-            nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-            nn.init.zeros_(conv.bias)
+            paddle_default_init_(conv)
 
     def forward(self, x):
         weight = F.adaptive_avg_pool2d(x, 1)  # [B, C, 1, 1]

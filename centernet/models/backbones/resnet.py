@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..deform_conv import modulated_deform_conv2d
+from ..layers import paddle_default_init_
 
 __all__ = ["ResNet", "BottleNeck", "ConvNormLayer"]
 
@@ -57,7 +58,7 @@ class ConvNormLayer(nn.Module):
             nn.init.zeros_(self.conv_offset.bias)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                               padding=padding, bias=False)
-        nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")  # Paddle's default conv init
+        paddle_default_init_(self.conv)
         self.norm = nn.BatchNorm2d(out_channels)
         if freeze_norm:
             self.norm.weight.requires_grad_(False)
