@@ -336,6 +336,7 @@ class Trainer:
         batches = iter(loader)
         seconds, start = totals["seconds"], time.perf_counter()
         for step, micro_batches in enumerate(sampler.plan, start=start_step + 1):
+            lr = self.optimizer.param_groups[0]["lr"]  # this step's (the scheduler moves it after the step)
             losses = self.train_step([next(batches) for _ in micro_batches])
             for name, value in losses.items():
                 totals[name] += value
@@ -343,8 +344,7 @@ class Trainer:
             totals["seconds"] = seconds + time.perf_counter() - start
             bar.update(1)
             if self.board:
-                self.board.log_step(epoch * steps + step, {name: losses[name] for name in LOSS_NAMES},
-                                    self.optimizer.param_groups[0]["lr"])
+                self.board.log_step(epoch * steps + step, {name: losses[name] for name in LOSS_NAMES}, lr)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", hm=f"{losses['heatmap_loss']:.3f}",
                             wh=f"{losses['wh_loss']:.2f}", off=f"{losses['offset_loss']:.3f}",
                             img_s=f"{totals['images'] / totals['seconds']:.1f}")
