@@ -56,7 +56,7 @@ class Preset:
     curves: int = 5
     noise: float = 10.0  # sensor noise: standard deviation drawn in [0, noise]
     min_quality: int = 35  # JPEG quality drawn in [min_quality, 95]
-    num_classes: int = len(CLASSES)  # objects of the first num_classes of CLASSES only
+    classes: tuple[str, ...] = CLASSES  # the shapes drawn (and the categories written), from CLASSES
 
 
 PRESETS = {
@@ -83,8 +83,9 @@ def generate_dataset(out_dir: str | Path, num_train: int = 1200, num_val: int = 
         preset = PRESETS[preset]
     overrides = {"min_side": min_side, "max_side": max_side, "max_objects": max_objects}
     preset = replace(preset, **{key: value for key, value in overrides.items() if value is not None})
-    if not 1 <= preset.num_classes <= len(CLASSES):
-        raise ValueError(f"num_classes must be in [1, {len(CLASSES)}], got {preset.num_classes}")
+    unknown = set(preset.classes) - set(CLASSES)
+    if not preset.classes or unknown or len(set(preset.classes)) != len(preset.classes):
+        raise ValueError(f"classes must be distinct names from {CLASSES}, got {preset.classes}")
     if not 16 <= preset.min_side <= preset.max_side:
         raise ValueError(f"need 16 <= min_side <= max_side, got {preset.min_side} and {preset.max_side}")
     if num_train < 0 or num_val < 0:
@@ -111,7 +112,7 @@ def generate_dataset(out_dir: str | Path, num_train: int = 1200, num_val: int = 
                                     "bbox": bbox, "area": area, "iscrowd": 0})
         ann_file = out_dir / split / "annotations.json"
         categories = [{"id": i + 1, "name": name, "supercategory": "shape"}
-                      for i, name in enumerate(CLASSES[:preset.num_classes])]
+                      for i, name in enumerate(preset.classes)]
         coco = {"info": {"description": "centernet synthetic shapes", "seed": seed, "split": split,
                          "preset": preset.__dict__},
                 "images": images, "annotations": annotations, "categories": categories}
@@ -130,11 +131,11 @@ def render_scene(rng: np.random.Generator, height: int, width: int,
     min_size = min(preset.min_object, 0.5 * min(height, width))
     max_size = max(min_size + 1, preset.max_object * min(height, width))
     for k in range(count):
-        label = int(rng.integers(preset.num_classes))
+        label = int(rng.integers(len(preset.classes)))
         size = math.exp(rng.uniform(math.log(min_size), math.log(max_size)))
         margin = 0.5 * size if preset.inside else 0.0
         center = (rng.uniform(margin, width - margin), rng.uniform(margin, height - margin))
-        x0, y0, mask = _draw_object(rng, image, owner, k, label, size, center)
+        x0, y0, mask = _draw_object(rng, image, owner, k, preset.classes[label], size, center)
         placed.append((label, x0, y0, mask))
 
     objects = []
@@ -209,9 +210,8 @@ def _fixed(points: np.ndarray) -> np.ndarray:
     return np.round(np.asarray(points) * (1 << _SUBPIXEL)).astype(np.int32)
 
 
-def _shape_polygons(rng: np.random.Generator, label: int, radius: float) -> tuple[np.ndarray, np.ndarray | None]:
+def _shape_polygons(rng: np.random.Generator, name: str, radius: float) -> tuple[np.ndarray, np.ndarray | None]:
     """Outline of a class's shape around (0, 0) within ``radius``: (outer polygon, hole or None)."""
-    name = CLASSES[label]
     aspect = rng.uniform(0.7, 1.0)
     if name in ("circle", "ring"):
         t = np.linspace(0, 2 * math.pi, 64, endpoint=False)
@@ -233,13 +233,13 @@ def _shape_polygons(rng: np.random.Generator, label: int, radius: float) -> tupl
                      [half, arm], [-half, arm], [-half, half], [-arm, half], [-arm, -half], [-half, -half]]), None
 
 
-def _fill(rng: np.random.Generator, label: int, side: int, base: np.ndarray) -> np.ndarray:
+def _fill(rng: np.random.Generator, name: str, side: int, base: np.ndarray) -> np.ndarray:
     """The object's paint over its [side, side] window: shaded flat colour, or stripes."""
     angle = rng.uniform(0, 2 * math.pi)
     steps = np.arange(side, dtype=np.float32) / side
     along = steps[None, :] * math.cos(angle) + steps[:, None] * math.sin(angle)  # [s, s] along a direction
     paint = base + (along[:, :, None] - 0.5) * rng.uniform(-60, 60)  # [s, s, 3] lit from one side
-    if CLASSES[label] == "striped_square":
+    if name == "striped_square":
         other = 255.0 - base if rng.random() < 0.5 else _random_color(rng)
         periods = rng.uniform(2.5, 6)
         stripes = (np.floor(along * periods * 2) % 2)[:, :, None]  # [s, s, 1] in {0, 1}
@@ -252,7 +252,7 @@ def _crop(array: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
     return array[max(y0, 0):max(y0 + side, 0), max(x0, 0):max(x0 + side, 0)]
 
 
-def _draw_object(rng: np.random.Generator, image: np.ndarray, owner: np.ndarray, k: int, label: int,
+def _draw_object(rng: np.random.Generator, image: np.ndarray, owner: np.ndarray, k: int, name: str,
                  size: float, center: tuple[float, float]) -> tuple[int, int, np.ndarray]:
     """Paint object ``k`` over ``image`` (anti-aliased) and claim its pixels in ``owner``.
 
@@ -260,7 +260,7 @@ def _draw_object(rng: np.random.Generator, image: np.ndarray, owner: np.ndarray,
     part outside the image), so that the caller can measure how much of it stays visible.
     """
     radius = size / 2
-    outer, hole = _shape_polygons(rng, label, radius)
+    outer, hole = _shape_polygons(rng, name, radius)
     angle = rng.uniform(0, 2 * math.pi)
     rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     side = 2 * math.ceil(radius) + 3
@@ -283,7 +283,7 @@ def _draw_object(rng: np.random.Generator, image: np.ndarray, owner: np.ndarray,
         if len(behind) == 0 or np.abs(base - behind.mean(axis=0)).sum() > 90:
             break
         base = _random_color(rng, min_value=0.25)
-    paint = _fill(rng, label, side, base)[sub_y, sub_x]
+    paint = _fill(rng, name, side, base)[sub_y, sub_x]
     weight = alpha[sub_y, sub_x, None].astype(np.float32) / 255.0
     target[:] = np.clip(target * (1 - weight) + paint * weight, 0, 255).astype(np.uint8)
     _crop(owner, x0, y0, side)[mask[sub_y, sub_x]] = k
