@@ -13,10 +13,11 @@ hidden (by later objects or the image border) is left unannotated, like COCO's h
 objects. Everything is drawn from ``seed``: the same seed writes byte-identical files.
 
 Two presets (:data:`PRESETS`): ``hard`` is the scene described above, the benchmark for learning
-from scratch (tiny objects, occlusion, clutter). ``demo`` draws the same classes fewer, larger and
-less hidden (1 to 6 objects of 28 pixels to 60 % of the short side, whole in the image, at most
-40 % of any object covered, a quieter background without blobs, 256..384-pixel images), so that a model trained for ten minutes on
-two CPU cores finds most of them: what the demo shows a newcomer.
+from scratch (tiny objects, occlusion, clutter). ``demo`` draws five clearly different shapes
+(circle, square, triangle, star, cross: no look-alike pairs) fewer, larger and less hidden (1 to 6
+objects of 32 pixels to 60 % of the short side, whole in the image, at most 40 % of any object
+covered, a quieter background without blobs, 256..384-pixel images), so that a model trained for
+ten minutes on two CPU cores finds most of them: what the demo shows a newcomer.
 
 Layout written by ``generate_dataset(out_dir)``::
 
@@ -61,9 +62,9 @@ class Preset:
 
 PRESETS = {
     "hard": Preset(),
-    "demo": Preset(min_side=256, max_side=384, mean_objects=2.0, max_objects=6, min_object=28.0,
+    "demo": Preset(min_side=256, max_side=384, mean_objects=2.0, max_objects=6, min_object=32.0,
                    max_object=0.6, min_visible=0.6, inside=True, blobs=1, lines=4, curves=2, noise=4.0,
-                   min_quality=70),
+                   min_quality=70, classes=("circle", "square", "triangle", "star", "cross")),
 }
 
 
