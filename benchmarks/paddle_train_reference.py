@@ -166,8 +166,9 @@ class Recorder:
         return recorded
 
 
-def pipeline(listing, out_dir, input_size, draws, seed):
-    """Paddle's train reader on each listed image, ``draws`` times, with its random draws."""
+def pipeline(listing, out_dir, input_size, draws, seed, draws_only=False):
+    """Paddle's train reader on each listed image, ``draws`` times, with its random draws
+    (``draws_only``: only the draws are kept, for their statistics over many samples)."""
     items = json.loads(open(listing).read())
     np.random.seed(seed)
     arrays, records = {}, []
@@ -182,9 +183,10 @@ def pipeline(listing, out_dir, input_size, draws, seed):
             with Recorder() as recorder:
                 for op in train_reader(input_size, item["num_classes"]):
                     sample = op(sample)
-            arrays[f"image_{n}"] = sample["image"]
-            for key in ("heatmap", "size", "offset", "index", "index_mask"):
-                arrays[f"{key}_{n}"] = sample[key]
+            if not draws_only:
+                arrays[f"image_{n}"] = sample["image"]
+                for key in ("heatmap", "size", "offset", "index", "index_mask"):
+                    arrays[f"{key}_{n}"] = sample[key]
             records.append({"file": item["file"], "boxes": item["boxes"], "labels": item["labels"],
                             "num_classes": item["num_classes"], "draws": recorder.draws})
             n += 1
@@ -403,6 +405,7 @@ def main(argv=None):
     pipe.add_argument("--input-size", type=int, default=256)
     pipe.add_argument("--draws", type=int, default=4, help="random draws per image")
     pipe.add_argument("--seed", type=int, default=0)
+    pipe.add_argument("--draws-only", action="store_true", help="keep only the random draws")
     fit = sub.add_parser("train", help="PaddleDetection's own Trainer on a COCO folder")
     fit.add_argument("model", choices=sorted(ROW_CONFIGS))
     fit.add_argument("--data", required=True, help="folder with train/ and val/ (images/ + annotations.json)")
@@ -427,7 +430,7 @@ def main(argv=None):
     elif args.command == "train":
         train(args.model, args.data, args.out, args)
     else:
-        pipeline(args.listing, args.out, args.input_size, args.draws, args.seed)
+        pipeline(args.listing, args.out, args.input_size, args.draws, args.seed, args.draws_only)
     return 0
 
 

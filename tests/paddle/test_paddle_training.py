@@ -291,3 +291,83 @@ def test_same_image_and_draw_give_the_same_input_and_targets(tmp_path):
             assert difference.max() <= 0.1 and difference.mean() <= 3e-3, (n, difference.max(), difference.mean())
             compared_images += 1
     assert flipped and compared_images and len(records) == 30
+
+
+class RecordedDraws:
+    """A real ``np.random.Generator`` that records, as Paddle's side does, every value it gives."""
+
+    def __init__(self, seed):
+        self.rng, self.draws = np.random.default_rng(seed), []
+
+    def _keep(self, kind, value):
+        self.draws.append((kind, np.asarray(value, dtype=np.float64).tolist()))
+        return value
+
+    def choice(self, options):
+        return self._keep("choice", self.rng.choice(options))
+
+    def integers(self, low, high):
+        return self._keep("randint", self.rng.integers(low, high))
+
+    def random(self):
+        return self._keep("random", self.rng.random())
+
+    def permutation(self, n):
+        return self._keep("permutation", self.rng.permutation(n))
+
+    def uniform(self, low, high):
+        return self._keep("uniform", self.rng.uniform(low, high))
+
+    def normal(self, scale, size):
+        return self._keep("normal", self.rng.normal(scale=scale, size=size))
+
+
+def _ks_statistic(a, b):
+    """Two-sample Kolmogorov-Smirnov distance (largest gap between the empirical CDFs)."""
+    a, b = np.sort(np.asarray(a, float)), np.sort(np.asarray(b, float))
+    grid = np.concatenate([a, b])
+    return np.abs(np.searchsorted(a, grid, side="right") / len(a) - np.searchsorted(b, grid, side="right") / len(b)).max()
+
+
+def test_augmentation_statistics_match_over_many_draws(tmp_path):
+    """The random draws themselves: 600 samples of one image through Paddle's reader and through
+    ours (its own generator), compared draw by draw: the same sequence of kinds, and for each
+    kind the same distribution (two-sample Kolmogorov-Smirnov distance below its 0.1 % critical
+    value, 1.95 * sqrt(2 / 600) = 0.11; permutations as the frequency of each order)."""
+    import cv2
+
+    from centernet.data.synthetic import PRESETS, render_scene
+    from centernet.data.transforms import TrainTransform
+
+    rng = np.random.default_rng((12, 0))
+    image, objects = render_scene(rng, 300, 420, PRESETS["hard"])
+    path = tmp_path / "scene.png"
+    cv2.imwrite(str(path), image[:, :, ::-1])
+    boxes = [[x, y, x + w, y + h] for _, (x, y, w, h), _ in objects] or [[10, 10, 40, 40]]
+    (tmp_path / "listing.json").write_text(json.dumps([{"file": str(path), "boxes": boxes,
+                                                        "labels": [0] * len(boxes), "num_classes": 1}]))
+    samples = 600
+    run_reference("pipeline", tmp_path / "listing.json", "--out", tmp_path, "--input-size", 128,
+                  "--draws", samples, "--draws-only", script=TRAIN_SCRIPT)
+    paddle_draws = [record["draws"] for record in json.loads((tmp_path / "pipeline.json").read_text())]
+    transform = TrainTransform(input_size=(128, 128))
+    our_draws = []
+    for seed in range(samples):
+        recorder = RecordedDraws(seed)
+        transform(image, np.array(boxes, np.float32), np.zeros(len(boxes), np.int64), recorder)
+        our_draws.append(recorder.draws)
+    kinds = [[kind for kind, _ in draws] for draws in paddle_draws]
+    assert all(k == kinds[0] for k in kinds) and all([kind for kind, _ in d] == kinds[0] for d in our_draws)
+    critical = 1.95 * np.sqrt(2 / samples)
+    for position, kind in enumerate(kinds[0]):
+        ours = [draws[position][1] for draws in our_draws]
+        theirs = [draws[position][1] for draws in paddle_draws]
+        if kind == "permutation":  # the 6 orders of brightness, contrast, saturation
+            count = lambda values: np.array([sum(tuple(v) == order for v in values) for order in  # noqa: E731
+                                             [(0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)]])
+            assert np.abs(count(ours) - count(theirs)).max() <= 0.1 * samples, (count(ours), count(theirs))
+        elif kind == "normal":  # the 3 lighting weights
+            for axis in range(3):
+                assert _ks_statistic([v[axis] for v in ours], [v[axis] for v in theirs]) < critical, (kind, axis)
+        else:  # rounded: Paddle's scale choices come from np.arange (0.9999999999999999 for 1.0)
+            assert _ks_statistic(np.round(ours, 9), np.round(theirs, 9)) < critical, (position, kind)
