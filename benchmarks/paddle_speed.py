@@ -172,7 +172,7 @@ def ours_worker(name, threads, repeat, size, backends):
     import torch
 
     from centernet.engine.benchmark import measure_latency
-    from centernet.models import create_model
+    from centernet import create_model
 
     torch.manual_seed(0)
     timings = measure_latency(create_model(name), (size, size), batch_sizes=(1,), backends=backends,

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from centernet.losses import CenterNetLoss
-from centernet.models import create_model
+from centernet import create_model
 from centernet.targets import build_targets
 
 
