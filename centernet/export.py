@@ -207,6 +207,8 @@ class OnnxDetector(BaseDetector):
                          tuple(input_size or json.loads(metadata["input_size"])),
                          stored_keep_res if keep_res is None else keep_res,
                          int(metadata["max_detections"]), score_threshold)
+        self.flip = False  # as Detector's: the graph holds the decode, so no flip test
+        self.device = torch.device("cpu")  # where the detections come back (onnxruntime returns numpy)
 
     def raw_detections(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The exported graph (model and decode) on ``images``: top-K boxes in input pixels."""

@@ -124,6 +124,8 @@ def test_onnx_detector_equals_detector(small_model, dynamic_size, tmp_path):
     assert onnx_detector.class_names == ["x", "y", "z"]
     assert onnx_detector.transform.keep_res == dynamic_size  # a fixed graph resizes to its own size
     detector = Detector(small_model, input_size=(128, 128), keep_res=dynamic_size, device="cpu")
+    for name in ("max_detections", "score_threshold", "scales", "merge", "flip", "device"):  # one interface
+        assert getattr(onnx_detector, name) == getattr(detector, name), name
     images = photos()
     assert_same_results(onnx_detector.detect_images(images), detector.detect_images(images),
                         [image.shape[:2] for image in images])
