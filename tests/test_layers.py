@@ -7,6 +7,7 @@ package's ``__init__`` is the node ``centernet``. docs/architecture.md draws the
 """
 
 import ast
+import importlib
 import re
 from pathlib import Path
 
@@ -146,6 +147,47 @@ def test_architecture_page_draws_these_layers():
     listed = [[name.strip().strip("`") for name in names.split(",")]
               for names in re.findall(r"^\d+\. (`centernet[^\n]*?)(?:  |$| —)", page, flags=re.M)]
     assert listed == LAYERS
+
+
+def resolve(dotted: str):
+    """The object a dotted name such as ``centernet.engine.predict.Detector.from_checkpoint`` names."""
+    parts = dotted.split(".")
+    for split in range(len(parts), 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:split]))
+        except ModuleNotFoundError:
+            continue
+        for name in parts[split:]:
+            target = getattr(target, name)
+        return target
+    raise ModuleNotFoundError(dotted)
+
+
+def test_architecture_page_names_what_exists():
+    """Every module, file and function the page names (``engine/predict.Detector.from_checkpoint``,
+    ``weights/hub.py``, ``centernet.create_model``) is in the code under that name."""
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    tops = {path.stem for path in PACKAGE.iterdir() if path.suffix == ".py" or (path / "__init__.py").is_file()}
+    named = set()
+    for path, attributes in re.findall(r"(?<![\w/.$])((?:[a-z_]+/)*[a-z_]+)\.([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)", page):
+        if path.split("/")[0] in tops and attributes != "py":
+            named.add(f"centernet.{path.replace('/', '.')}.{attributes}")
+    named |= {name for name in re.findall(r"`(centernet(?:\.\w+)+)`", page)}
+    files = re.findall(r"`((?:[a-z_]+/)*[a-z_]+\.py)`", page)
+    assert len(named) > 40 and len(files) > 20  # the page names things, and the patterns find them
+    missing = [name for name in sorted(named) if not _exists(name)]
+    missing += [file for file in files if not ((PACKAGE / file).is_file() or (ROOT / file).is_file())]
+    assert not missing, f"docs/architecture.md names what the code lacks: {missing}"
+
+
+def _exists(dotted: str) -> bool:
+    if dotted == "centernet.__main__":  # importing it runs the command line
+        return (PACKAGE / "__main__.py").is_file()
+    try:
+        resolve(dotted)
+    except (ModuleNotFoundError, AttributeError):
+        return False
+    return True
 
 
 # --- the checker itself, on packages written for the purpose --------------------------------------
