@@ -141,6 +141,29 @@ def test_no_private_name_crosses_modules():
     assert not crossing, "private names imported from another module: " + "; ".join(crossing)
 
 
+def test_no_patching_and_no_private_torch_names_in_the_package():
+    """Production code does not swap functions at run time (``unittest.mock``) nor lean on
+    PyTorch's private names (``torch._shape_as_tensor``, ``torch.onnx.symbolic_helper._is_none``)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{module_name(path)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Import):
+                found += [f"{where} import {alias.name}" for alias in node.names if alias.name.startswith("unittest")]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in ("unittest", "torch"):
+                if node.module.startswith("unittest") or any(part.startswith("_") for part in node.module.split(".")):
+                    found.append(f"{where} from {node.module}")
+                found += [f"{where} {node.module}.{alias.name}" for alias in node.names
+                          if node.module.startswith("torch") and alias.name.startswith("_")]
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                chain = node.value
+                while isinstance(chain, ast.Attribute):
+                    chain = chain.value
+                if isinstance(chain, ast.Name) and chain.id in ("torch", "symbolic_helper"):
+                    found.append(f"{where} .{node.attr}")
+    assert not found, "tricks in production code: " + "; ".join(found)
+
+
 def test_architecture_page_draws_these_layers():
     """docs/architecture.md lists the layers, bottom first, one line each: ``N. node, node``."""
     page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
