@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from centernet.models import create_model
+from centernet import create_model
 from centernet.models.deform_conv import DeformConv2d, modulated_deform_conv2d
 
 # (in_channels, out_channels, size) of DLA-34's neck DCNs at a 512x512 input.

@@ -171,8 +171,8 @@ def ours_worker(name, threads, repeat, size, backends):
     process starts; the fastest path sets keep_freed_memory)."""
     import torch
 
+    from centernet import create_model
     from centernet.engine.benchmark import measure_latency
-    from centernet.models import create_model
 
     torch.manual_seed(0)
     timings = measure_latency(create_model(name), (size, size), batch_sizes=(1,), backends=backends,

@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
+from centernet import create_model
 from centernet.losses import CenterNetLoss
-from centernet.models import create_model
 from centernet.targets import build_targets
 
 

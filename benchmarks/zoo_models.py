@@ -18,7 +18,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from centernet.models import create_model, list_models
+from centernet import create_model, list_models
 
 
 def measure(name, repeat, size=512):

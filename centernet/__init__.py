@@ -8,9 +8,10 @@ prediction and export.
 
 __version__ = "0.1.0"
 
+from .builder import create_model  # noqa: E402
 from .engine.predict import Detector  # noqa: E402
 from .export import OnnxDetector, export_onnx  # noqa: E402
-from .models import create_model, list_models  # noqa: E402
+from .models import list_models  # noqa: E402
 from .weights import load_weights  # noqa: E402
 
 __all__ = ["Detector", "OnnxDetector", "export_onnx", "create_model", "list_models", "load_weights", "__version__"]

@@ -112,27 +112,24 @@ def _given_train_settings(args: argparse.Namespace, run_dir: str) -> dict[str, t
 
 
 def _apply(config, given: dict[str, tuple[object, str]]) -> None:
-    for key, (value, _) in given.items():
+    for key, (value, flag) in given.items():
         section, name = key.split(".")
-        config.override(section, **{name: value})
+        config.override(section, source=flag, **{name: value})
 
 
 def _new_run_config(args: argparse.Namespace):
     """The configuration of a new run: --config (or the defaults), then the flags."""
     from .config import Config, load_config
 
+    from .builder import pretrained_files
+
     config = load_config(args.config) if args.config else Config()
-    name = args.model or config.model.name
-    if args.pretrained == "":  # --pretrained without a path: the zoo row's published COCO weights
-        from .weights.hub import zoo_weights
-
-        args.pretrained = str(zoo_weights(name, progress=not args.quiet))
-    if args.pretrained_backbone == "":  # without a path: the ImageNet backbone PaddleDetection starts the row from
-        from .weights.hub import backbone_weights
-
-        args.pretrained_backbone = str(backbone_weights(name, progress=not args.quiet))
-    run_dir = args.run_dir or str(Path("runs") / name)
+    run_dir = args.run_dir or str(Path("runs") / (args.model or config.model.name))
     _apply(config, _given_train_settings(args, run_dir))
+    # the published files (True: --pretrained or --pretrained-backbone without a path, or a config's
+    # `true`) are fetched now, so that a missing one stops the command before any data is read
+    pretrained_files(config.model.name, config.model.pretrained, config.model.pretrained_backbone,
+                     progress=not args.quiet)
     return config, run_dir
 
 
@@ -313,7 +310,8 @@ def _backend_detector(args: argparse.Namespace, score_threshold: float):
     if args.backend == "onnx":
         from .export import OnnxDetector
 
-        for flag, used in (("--flip", args.flip), ("--scales", args.scales != (1.0,)), ("--model", args.model)):
+        for flag, used in (("--flip", args.flip), ("--scales", args.scales != (1.0,)), ("--model", args.model),
+                           ("--heatmap", args.heatmap)):
             if used:
                 raise ValueError(f"{flag}: the ONNX backend runs the exported graph alone; use --backend torch")
         if not args.weights:
@@ -374,7 +372,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     class_names, validated = None, None
     if args.model:
-        from .models import create_model
+        from .builder import create_model
 
         model = create_model(args.model, num_classes=args.num_classes, weights=args.weights)
     elif args.weights:
@@ -451,11 +449,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import create_model, list_models
+    from .models import build_model, list_models
 
     print(f"{'model':<28} {'parameters':>12}")
     for name in list_models():
-        model = create_model(name, num_classes=args.num_classes)
+        model = build_model(name, num_classes=args.num_classes)
         count = sum(p.numel() for p in model.parameters())
         print(f"{name:<28} {count:>12,}")
     return 0
@@ -505,11 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check annotations and decode every image before training (default on)")
     p.add_argument("--skip-bad-data", action="store_true",
                    help="leave out images and boxes with data errors (counted) instead of stopping")
-    p.add_argument("--pretrained", nargs="?", const="",
+    p.add_argument("--pretrained", nargs="?", const=True,
                    help="initial weights (.pdparams, .pth or a centernet checkpoint); without a path, the "
                         "model's published COCO weights (downloaded once to ~/.cache/centernet or $CENTERNET_HOME). "
                         "Another class count keeps all but the heatmap classifier")
-    p.add_argument("--pretrained-backbone", nargs="?", const="",
+    p.add_argument("--pretrained-backbone", nargs="?", const=True,
                    help="ImageNet weights for the backbone alone (PaddleDetection's pretrain_weights file, a "
                         ".pdparams / .pth / .safetensors); without a path, the file PaddleDetection trains the "
                         "model from (downloaded once to the cache). Neck and head start from their initialisation")
@@ -589,7 +587,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model name (see `centernet models`); or leave out and give a checkpoint")
     p.add_argument("--weights", help=".pdparams, original CenterNet .pth, or a checkpoint (best.pt)")
     p.add_argument("--num-classes", type=_at_least(1), default=80, help="with --model")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
     p.add_argument("--input-size", type=_input_size,
                    help="N or H,W (multiples of 32); default: a checkpoint's own input size, else 512")
     p.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=None,

@@ -1,15 +1,25 @@
 """Run configuration: three small dataclasses (model, data, train) read from and written to YAML.
 
-Every zoo row has a YAML under ``configs/`` named as PaddleDetection names it. A config file holds
-only what differs from the defaults below; the CLI's flags override the file.
+Every zoo row has a YAML under ``configs/`` named as PaddleDetection names it: its full recipe, the
+ImageNet backbone included. A config file holds only what differs from the defaults below; the
+CLI's flags override the file.
+
+Every value is checked against its field's type as it comes in (from a file, a dict or a flag) and
+coerced where the meaning is unambiguous: an int where a float is wanted, a list where a tuple is,
+and a number written as a string (PyYAML reads ``lr: 5e-4`` as the string ``'5e-4'``, following
+YAML 1.1, which wants ``5.0e-4``). Anything else raises ``ValueError`` naming the file and the key:
+``c.yml: train.lr: expected a number, got 'fast'``. The ranges are the trainer's to check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import yaml
 
@@ -21,8 +31,11 @@ class ModelConfig:
     name: str = "centernet_dla34"
     num_classes: int | None = None  # None: taken from the training data's categories
     head_planes: int | None = None  # None: the zoo row's (256); 64 is the original CenterNet's ResNet head
-    pretrained: str | None = None  # full-model weights (.pdparams, .pth or our checkpoint)
-    pretrained_backbone: str | None = None  # ImageNet backbone weights
+    # full-model weights (.pdparams, .pth or our checkpoint); true: the row's published COCO weights
+    pretrained: str | bool | None = None
+    # ImageNet backbone weights; true: the file PaddleDetection trains the row from, through the
+    # download cache ($CENTERNET_HOME, else ~/.cache/centernet; see centernet.weights.hub)
+    pretrained_backbone: str | bool | None = None
 
 
 @dataclass
@@ -82,7 +95,7 @@ class Config:
         return dataclasses.asdict(self)
 
     def model_kwargs(self) -> dict[str, Any]:
-        """What ``create_model`` takes besides the name (for the trainer and checkpoint loading)."""
+        """What ``build_model`` takes besides the name (for the trainer and checkpoint loading)."""
         kwargs = {"num_classes": self.model.num_classes}
         if self.model.head_planes is not None:
             kwargs["head_planes"] = self.model.head_planes
@@ -98,21 +111,76 @@ class Config:
                    data=_build(DataConfig, values.get("data"), source, "data"),
                    train=_build(TrainConfig, values.get("train"), source, "train"))
 
-    def override(self, section: str, **values: Any) -> None:
-        """Set the non-None ``values`` on one section (used for command-line flags)."""
+    def override(self, section: str, source: str = "override", **values: Any) -> None:
+        """Set the non-None ``values`` on one section (used for command-line flags), type-checked
+        as a file's are (``source`` names them in an error)."""
         target = getattr(self, section)
         for key, value in values.items():
             if value is not None:
                 if not hasattr(target, key):
                     raise ValueError(f"unknown {section} option {key!r}")
-                setattr(target, key, _coerce(type(target), key, value))
+                setattr(target, key, _typed(type(target), section, key, value, source))
 
 
-def _coerce(kind: type, key: str, value: Any) -> Any:
-    default = getattr(kind(), key)
-    if isinstance(default, tuple) and isinstance(value, (list, tuple)):
-        return tuple(value)
-    return value
+def _typed(kind: type, section: str, key: str, value: Any, source: str) -> Any:
+    """``value`` as field ``key`` of dataclass ``kind`` wants it, or ``ValueError`` naming the key."""
+    wanted = typing.get_type_hints(kind)[key]
+    try:
+        return _as_type(wanted, value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: {section}.{key}: expected {_describe(wanted)}, got {value!r}") from None
+
+
+def _as_type(wanted: Any, value: Any) -> Any:
+    """``value`` coerced to the type ``wanted`` (bool, int, float, str, tuple[...], or a union of
+    them with None), or ``TypeError``."""
+    origin, args = typing.get_origin(wanted), typing.get_args(wanted)
+    if origin in (Union, types.UnionType):
+        for option in sorted(args, key=_ORDER.index):  # None and exact types before coercions
+            try:
+                return _as_type(option, value)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError(value)
+    if wanted is type(None):
+        if value is None:
+            return None
+    elif wanted is bool:
+        if isinstance(value, bool):
+            return value
+    elif wanted is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif wanted is float:
+        if isinstance(value, str):  # YAML 1.1 reads 5e-4 (no dot) as a string
+            value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return float(value)
+    elif wanted is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple and isinstance(value, (list, tuple)):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_as_type(args[0], item) for item in value)
+        if len(value) == len(args):
+            return tuple(_as_type(arg, item) for arg, item in zip(args, value))
+    raise TypeError(value)
+
+
+_ORDER = [type(None), bool, int, str, float]  # the order a union's members are tried in
+
+
+def _describe(wanted: Any) -> str:
+    """The type ``wanted`` in words: ``a number or null``."""
+    if typing.get_origin(wanted) in (Union, types.UnionType):  # "a number or null"
+        words = [_describe(option) for option in sorted(typing.get_args(wanted), key=_ORDER[::-1].index)]
+        return " or ".join(words) if len(words) == 2 else ", ".join(words[:-1]) + ", or " + words[-1]
+    if typing.get_origin(wanted) is tuple:
+        args = typing.get_args(wanted)
+        return ("a list of whole numbers" if args[-1] is Ellipsis
+                else f"a list of {len(args)} whole numbers")
+    return {type(None): "null", bool: "true or false", int: "a whole number", float: "a number",
+            str: "a string"}[wanted]
 
 
 def _build(kind: type, values: dict[str, Any] | None, source: str, section: str):
@@ -124,7 +192,7 @@ def _build(kind: type, values: dict[str, Any] | None, source: str, section: str)
     if unknown:
         raise ValueError(f"{source}: unknown {section} option(s) {sorted(unknown)}; "
                          f"known: {sorted(names)}")
-    return kind(**{k: _coerce(kind, k, v) for k, v in values.items()})
+    return kind(**{k: _typed(kind, section, k, v, source) for k, v in values.items()})
 
 
 def load_config(path: str | Path) -> Config:

@@ -23,8 +23,7 @@ def decode(heatmap: torch.Tensor, wh: torch.Tensor, offset: torch.Tensor, k: int
 
     Args:
         heatmap: ``[B, C, H, W]`` logits (or probabilities with ``apply_sigmoid=False``).
-        wh: ``[B, 2, H, W]`` box width and height, or ``[B, 4, H, W]`` distances to the
-            left, top, right and bottom sides (a head with ``regress_ltrb=True``).
+        wh: ``[B, 2, H, W]`` box width and height.
         offset: ``[B, 2, H, W]`` sub-pixel (x, y) offset of the center.
         k: detections per image; fewer when the map has fewer than ``k`` class-positions.
         apply_sigmoid: turn logits into scores first.
@@ -49,23 +48,20 @@ def decode(heatmap: torch.Tensor, wh: torch.Tensor, offset: torch.Tensor, k: int
     scores = scores * (pooled == scores).to(scores.dtype)  # [B, C, H, W], non-peaks 0
 
     flat = scores.permute(0, 2, 3, 1).reshape(batch, -1)  # [B, H*W*C]
-    # K as a tensor clamped to the map's size, so an exported graph also clamps it at run time
-    num_candidates = torch._shape_as_tensor(flat)[1]
-    top_scores, top_index = flat.topk(num_candidates.clamp(max=k), dim=1)  # [B, K]
+    # K clamped to the map's size. While a graph is traced for export, a shape entry is a 0-dim
+    # tensor (a Python int otherwise), so the exported graph clamps K at run time, for any input size
+    candidates = flat.shape[1]
+    k = candidates.clamp(max=k) if isinstance(candidates, torch.Tensor) else min(candidates, k)
+    top_scores, top_index = flat.topk(k, dim=1)  # [B, K]
     position = torch.div(top_index, num_classes, rounding_mode="floor")  # [B, K] flat y * W + x
     labels = top_index - position * num_classes
     ys = torch.div(position, width, rounding_mode="floor")
     xs = position - ys * width
 
     center_offset = _gather_at(offset, position)  # [B, K, 2]
-    size = _gather_at(wh, position)  # [B, K, 2] or [B, K, 4]
+    size = _gather_at(wh, position)  # [B, K, 2] (w, h)
     center = torch.stack([xs, ys], dim=-1).to(center_offset.dtype) + center_offset  # [B, K, 2]
-    # (w, h) reaches half its length to each side of the center; (l, t, r, b) gives each side.
-    # Written without a Python branch on the channel count, which would freeze in a traced graph.
-    scale = size.shape[-1] / 4  # 0.5 for (w, h), 1 for (l, t, r, b)
-    top_left = center - size[..., :2] * scale
-    bottom_right = center + size[..., -2:] * scale
-    boxes = torch.cat([top_left, bottom_right], dim=-1)  # [B, K, 4]
+    boxes = torch.cat([center - size / 2, center + size / 2], dim=-1)  # [B, K, 4]
     return boxes, top_scores, labels
 
 
@@ -75,7 +71,6 @@ def flip_merge(outputs: dict[str, torch.Tensor], flipped_outputs: dict[str, torc
     PaddleDetection has no flip test for CenterNet; this is the original CenterNet's: the
     mirrored pass's maps are flipped back, the heatmap PROBABILITIES (after sigmoid) are
     averaged, the sizes are averaged, and the offset is taken from the unflipped pass alone.
-    For 4-channel ltrb sizes the mirrored left and right distances swap.
 
     The merged heatmap is returned as logits, ``logit((sigmoid(a) + sigmoid(b)) / 2)`` computed
     stably in log space, so the result is a raw dict like the model's and goes to
@@ -88,10 +83,7 @@ def flip_merge(outputs: dict[str, torch.Tensor], flipped_outputs: dict[str, torc
     log_negative = torch.logaddexp(F.logsigmoid(-heatmap), F.logsigmoid(-heatmap_mirror))
     merged["heatmap"] = (log_positive - log_negative).to(outputs["heatmap"].dtype)
 
-    # mirroring swaps the left and right distances of (l, t, r, b) and leaves (w, h) alone
-    sides = flipped_outputs["wh"].flip(-1).unflatten(1, (-1, 2))  # [B, 1 or 2, (x, y), H, W]
-    wh_mirror = torch.stack([sides[:, :, 0].flip(1), sides[:, :, 1]], dim=2).flatten(1, 2)  # [B, 2 or 4, H, W]
-    merged["wh"] = (outputs["wh"] + wh_mirror) / 2
+    merged["wh"] = (outputs["wh"] + flipped_outputs["wh"].flip(-1)) / 2  # mirroring leaves (w, h) alone
     merged["offset"] = outputs["offset"]
     return merged
 

@@ -18,8 +18,11 @@ one of two forms, both standard ONNX that stock onnxruntime runs on CPU:
 * ``deform_conv="gather"`` (opset 17 or later): the exact decomposition of
   :func:`~centernet.models.deform_conv.gather_deform_conv2d` (bilinear corner indices and
   weights, Gather, weighted sum, MatMul), for runtimes without ``DeformConv`` (TensorRT before
-  its DeformConv plugin, older onnxruntime). Its fused ``embedding_bag`` is written as Gather +
-  Mul + ReduceSum (PyTorch's own export of it is a slow Loop).
+  its DeformConv plugin, older onnxruntime). Under export its fused ``embedding_bag`` is written
+  as Gather + Mul + ReduceSum (PyTorch's own export of it is a slow Loop).
+
+Both are forms the deformable layers themselves have (their ``implementation``, see
+:mod:`centernet.models.deform_conv`); the export sets it on each layer for the time of the trace.
 
 The file's metadata records the model name, class names, stride, input size and whether the size
 is dynamic, so :class:`OnnxDetector` needs nothing else.
@@ -31,23 +34,19 @@ is dynamic, so :class:`OnnxDetector` needs nothing else.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import warnings
 from pathlib import Path
 from typing import Sequence
-from unittest import mock
 
 import torch
 from torch import nn
-from torch.onnx import symbolic_helper
 
-from .data.transforms import EvalTransform
 from .decode import decode
-from .engine.predict import Detector
+from .inference import BaseDetector
 from .io import write_bytes
-from .models import deform_conv
+from .models.deform_conv import deform_conv_implementation
 
 __all__ = ["DetectionGraph", "export_onnx", "OnnxDetector"]
 
@@ -129,7 +128,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
         # decode's K clamp); both are exported correctly for any size of a dynamic graph
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        with torch.no_grad(), _deform_conv_export(deform_conv, opset_version):
+        with torch.no_grad(), deform_conv_implementation(model, deform_conv):
             torch.onnx.export(graph, (example,), exported, dynamo=False,
                               opset_version=opset_version, input_names=["images"],
                               autograd_inlining=False,  # keep DeformConv nodes whole
@@ -153,76 +152,13 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: tuple[int, int] 
     return write_bytes(path, proto.SerializeToString())
 
 
-class _DeformConvOp(torch.autograd.Function):
-    """The modulated deformable conv as one ONNX ``DeformConv`` node; runs the gather path."""
-
-    @staticmethod
-    def forward(ctx, x, offset, mask, weight, bias, stride, padding, dilation):
-        return _GATHER_DEFORM_CONV2D(x, offset, mask, weight, bias, stride, padding, dilation)
-
-    @staticmethod
-    def symbolic(g, x, offset, mask, weight, bias, stride, padding, dilation):
-        stride, padding, dilation = (deform_conv._pair(v) for v in (stride, padding, dilation))
-        out_channels, _, *kernel = symbolic_helper._get_tensor_sizes(weight)
-        if symbolic_helper._is_none(bias):
-            bias = g.op("Constant", value_t=torch.zeros(out_channels))
-        # ONNX's input order: X, W, offset, B, mask
-        return g.op("DeformConv", x, weight, offset, bias, mask, kernel_shape_i=kernel, strides_i=list(stride),
-                    pads_i=[padding[0], padding[1], padding[0], padding[1]],
-                    dilations_i=list(dilation), group_i=1, offset_group_i=1)
-
-
-_GATHER_DEFORM_CONV2D = deform_conv.gather_deform_conv2d  # unpatched, for the traced forward
-
-
-def _deform_conv_node(x, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1):
-    return _DeformConvOp.apply(x, offset, mask, weight, bias, stride, padding, dilation)
-
-
-def _embedding_bag_as_gather(g, weight, indices, offsets, scale_grad_by_freq, mode, sparse,
-                             per_sample_weights, include_last_offset, padding_idx):
-    """``embedding_bag(table, index [N, n], mode="sum", per_sample_weights [N, n])`` as
-    ``ReduceSum(Gather(table, index) * weights)``. ``F.embedding_bag`` flattens the 2-D index
-    into ``N`` equal bags before it reaches here (``offsets [N]``); that is the only form the
-    gather path uses."""
-    if symbolic_helper._maybe_get_const(mode, "i") != 0 or symbolic_helper._is_none(per_sample_weights):
-        raise RuntimeError("centernet export: only embedding_bag(mode='sum', per_sample_weights) "
-                           "is written as Gather + ReduceSum")
-
-    def constant(values):
-        return g.op("Constant", value_t=torch.tensor(values))
-
-    rows = g.op("Gather", weight, indices, axis_i=0)  # [N*n, C]
-    weighted = g.op("Mul", rows, g.op("Unsqueeze", per_sample_weights, constant([-1])))
-    channels = g.op("Slice", g.op("Shape", weight), constant([1]), constant([2]))
-    bags = g.op("Concat", g.op("Shape", offsets), constant([-1]), channels, axis_i=0)  # [N, n, C]
-    summed = g.op("ReduceSum", g.op("Reshape", weighted, bags), constant([1]), keepdims_i=0)
-    # aten::embedding_bag has four outputs; the gather path uses only the first
-    return summed, None, None, None
-
-
-@contextlib.contextmanager
-def _deform_conv_export(form, opset_version):
-    """While exporting: deformable convs become DeformConv nodes (``"onnx"``), or the gather
-    path's ``embedding_bag`` becomes Gather + ReduceSum (``"gather"``)."""
-    if form == "onnx":
-        # during export, modulated_deform_conv2d's "auto" calls gather_deform_conv2d
-        with mock.patch.object(deform_conv, "gather_deform_conv2d", _deform_conv_node):
-            yield
-        return
-    torch.onnx.register_custom_op_symbolic("aten::embedding_bag", _embedding_bag_as_gather,
-                                           opset_version)
-    try:
-        yield
-    finally:
-        torch.onnx.unregister_custom_op_symbolic("aten::embedding_bag", opset_version)
-
-
-class OnnxDetector(Detector):
-    """:class:`~centernet.engine.predict.Detector` running an exported graph in onnxruntime.
+class OnnxDetector(BaseDetector):
+    """A detector (:class:`~centernet.inference.BaseDetector`, as :class:`centernet.Detector` is)
+    running an exported graph in onnxruntime.
 
     Same preprocessing (``EvalTransform``), same results (boxes mapped back with the inverse
     affine, clipped to the image, thresholded), so ``predict()`` and ``evaluate()`` take either.
+    The graph holds the decode, so there is no flip test and no heatmap view; one test scale.
 
     Args:
         path: a file written by :func:`export_onnx`.
@@ -265,20 +201,17 @@ class OnnxDetector(Detector):
                                  "export with --dynamic")
             if input_size is not None and tuple(input_size) != tuple(json.loads(metadata["input_size"])):
                 raise ValueError(f"{path}: the graph runs only {metadata['input_size']}, not {input_size}")
-        self.input_size = tuple(input_size or json.loads(metadata["input_size"]))
         stored_keep_res = json.loads(metadata.get("keep_res", json.dumps(self.dynamic_size)))
-        self.keep_res = stored_keep_res if keep_res is None else keep_res
-
-        num_classes = int(metadata["num_classes"])
         stored_names = json.loads(metadata.get("class_names", "null"))
-        self._set_classes(class_names if class_names is not None else stored_names, num_classes)
-        self.device = torch.device("cpu")
-        self.transform = EvalTransform(input_size=self.input_size, keep_res=self.keep_res)
-        self.flip = False
-        self.max_detections = int(metadata["max_detections"])
-        self.score_threshold = score_threshold
+        super().__init__(int(metadata["num_classes"]), class_names if class_names is not None else stored_names,
+                         tuple(input_size or json.loads(metadata["input_size"])),
+                         stored_keep_res if keep_res is None else keep_res,
+                         int(metadata["max_detections"]), score_threshold)
+        self.flip = False  # as Detector's: the graph holds the decode, so no flip test
+        self.device = torch.device("cpu")  # where the detections come back (onnxruntime returns numpy)
 
-    def raw_detections(self, images: torch.Tensor):
+    def raw_detections(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The exported graph (model and decode) on ``images``: top-K boxes in input pixels."""
         boxes, scores, labels = self.session.run(
             OUTPUT_NAMES, {"images": images.float().contiguous().numpy()})
         return torch.from_numpy(boxes), torch.from_numpy(scores), torch.from_numpy(labels)

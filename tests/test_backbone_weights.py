@@ -1,60 +1,19 @@
 """ImageNet backbone weights in PaddleDetection's layout: strict suffix matching into ``model.backbone``."""
 
-import functools
 import re
 
 import numpy as np
 import pytest
 import torch
-from test_weights import randomized, to_paddle, write_pdparams
 from torch import nn
 
+from centernet import create_model
 from centernet.cli import main
 from centernet.data.synthetic import generate_dataset
 from centernet.engine.checkpoint import load_checkpoint
-from centernet.models import create_model
 from centernet.weights import WeightsMismatchError, load_backbone_weights
 from centernet.weights.backbone import match_keys
-
-MODELS = ["centernet_dla34", "centernet_r50", "centernet_mbv1", "centernet_mbv3_small",
-          "centernet_mbv3_large", "centernet_shufflenetv2"]
-_BN = ("weight", "bias", "_mean", "_variance")
-# The ImageNet classifier layers each pretrained file carries beside the backbone (Paddle names and
-# layouts: Linear weights [in, out]); the detector has no place for them.
-CLASSIFIERS = {
-    "centernet_dla34": {"fc.weight": (1000, 512, 1, 1), "fc.bias": (1000,)},
-    "centernet_r50": {"fc.weight": (2048, 1000), "fc.bias": (1000,)},
-    "centernet_mbv1": {"out.weight": (1024, 1000), "out.bias": (1000,)},
-    "centernet_mbv3_small": {"last_second_conv.conv.weight": (576, 96, 1, 1),
-                             **{f"last_second_conv.bn.{n}": (576,) for n in _BN},
-                             "last_conv.weight": (1024, 576, 1, 1), "out.weight": (1024, 1000), "out.bias": (1000,)},
-    "centernet_mbv3_large": {"last_second_conv.conv.weight": (960, 160, 1, 1),
-                             **{f"last_second_conv.bn.{n}": (960,) for n in _BN},
-                             "last_conv.weight": (1280, 960, 1, 1), "out.weight": (1280, 1000), "out.bias": (1000,)},
-    "centernet_shufflenetv2": {"_last_conv._conv.weight": (1024, 464, 1, 1),
-                               **{f"_last_conv._batch_norm.{n}": (1024,) for n in _BN},
-                               "_fc.weight": (1024, 1000), "_fc.bias": (1000,)},
-}
-DETECTOR_ONLY = re.compile(r"conv_offset\.")  # DCNv2 offset convs: in no ImageNet classifier
-
-
-@functools.lru_cache(maxsize=None)
-def imagenet_backbone(name):
-    """(the file's arrays in Paddle's layout, the backbone state they hold in our names)."""
-    torch.manual_seed(MODELS.index(name))
-    state = randomized(create_model(name).backbone).state_dict()
-    state = {k: v for k, v in state.items() if not DETECTOR_ONLY.search(k)}
-    rng = np.random.default_rng(0)
-    classifier = {k: rng.normal(size=shape).astype(np.float32) for k, shape in CLASSIFIERS[name].items()}
-    return {**to_paddle(state), **classifier}, state
-
-
-def imagenet_file(path, name, prefix=""):
-    """Write ``name``'s ImageNet backbone file, keys with ``prefix``; returns its backbone state."""
-    arrays, state = imagenet_backbone(name)
-    write_pdparams(path, {prefix + k: v for k, v in arrays.items()})
-    return state
-
+from conftest import CLASSIFIERS, DETECTOR_ONLY, ZOO, imagenet_backbone, imagenet_file, write_pdparams
 
 def snapshot(module):
     return {k: v.clone() for k, v in module.state_dict().items()}
@@ -66,7 +25,7 @@ def assert_equal_states(actual, expected):
 
 
 @pytest.mark.parametrize("prefix", ["", "backbone."])
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ZOO)
 def test_imagenet_backbone_loads_into_each_zoo_model(name, prefix, tmp_path):
     path = tmp_path / f"{name}_imagenet.pdparams"
     state = imagenet_file(path, name, prefix)
@@ -122,7 +81,7 @@ def paddle_match(model_keys, file_keys):
     return chosen
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ZOO)
 def test_match_keys_is_paddles_rule(name):
     arrays, _ = imagenet_backbone(name)
     model_keys = [f"backbone.{k}" for k in create_model(name).backbone.state_dict()]

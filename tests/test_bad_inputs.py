@@ -26,6 +26,7 @@ from PIL import Image
 
 from centernet.cli import main
 from centernet.data.check import check_split
+from conftest import assert_same_results, lively, zip_bomb
 
 MODEL = "centernet_mbv3_small"
 TINY = ["--model", MODEL, "--input-size", "64", "--epochs", "1", "--batch-size", "2", "--workers", "0",
@@ -717,8 +718,6 @@ def nan_checkpoint(run, path):
 
 
 def test_a_zip_bomb_named_pth_is_refused_before_it_inflates(run_copy, tmp_path, capsys):
-    from test_io import zip_bomb
-
     split = base_split(tmp_path / "data")
     bomb = zip_bomb(tmp_path / "model.pth", 200 << 20)
     before = fingerprint(run_copy)
@@ -956,8 +955,6 @@ def test_export_of_a_checkpoint_takes_its_input_size_and_eval_mode(trained, tmp_
     """The corpus run was trained and validated at 64x64, resized: the exported graph is that
     detector, by default and with --dynamic; its detections equal PyTorch's on the same images."""
     pytest.importorskip("onnxruntime")
-    from test_export import assert_same_results, lively
-
     from centernet.data.transforms import EvalTransform
     from centernet.engine.predict import Detector
     from centernet.export import OnnxDetector
@@ -981,7 +978,7 @@ def test_export_of_a_checkpoint_takes_its_input_size_and_eval_mode(trained, tmp_
         assert "input size 64x64 (the checkpoint's); resized to the input size (as the checkpoint was validated)" \
             in printed and f"[B, 3, {shape}" in printed, printed
         exported = OnnxDetector(out, score_threshold=0.01)
-        assert (exported.input_size, exported.keep_res) == ((64, 64), False)
+        assert (exported.transform.input_size, exported.transform.keep_res) == ((64, 64), False)
         assert_same_results(exported.detect_images(images), reference.detect_images(images),
                             [image.shape[:2] for image in images])
     # a checkpoint validated at each image's own resolution exports a dynamic graph that keeps it
@@ -994,6 +991,6 @@ def test_export_of_a_checkpoint_takes_its_input_size_and_eval_mode(trained, tmp_
     assert "each image at its own resolution (as the checkpoint was validated)" in capsys.readouterr().out
     exported = OnnxDetector(tmp_path / "keep.onnx", score_threshold=0.01)
     reference = Detector.from_checkpoint(checkpoint, device="cpu", score_threshold=0.01)
-    assert exported.keep_res and exported.dynamic_size
+    assert exported.transform.keep_res and exported.dynamic_size
     assert_same_results(exported.detect_images(images), reference.detect_images(images),
                         [image.shape[:2] for image in images])

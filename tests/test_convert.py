@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_weights import Tiny, assert_same_weights, malicious_files, randomized, to_paddle, write_pdparams
 
+from centernet import create_model
 from centernet.cli import main
-from centernet.models import create_model
-from centernet.weights import (UnsafeWeightsError, WeightsError, WeightsFormatError, WeightsMismatchError,
-                               convert_weights, load_weights, read_weights)
+from centernet.weights import (UnsafeWeightsError, WeightsFormatError, WeightsMismatchError, convert_weights,
+                               load_weights)
+from conftest import assert_same_weights, malicious_files, to_paddle, write_pdparams
 
 MODEL = "centernet_mbv3_small"
 
@@ -74,22 +74,6 @@ def test_safetensors_are_told_by_content_not_name(paddle_file, tmp_path):
     renamed = out.rename(tmp_path / "weights.pdparams")
     model = create_model(MODEL)
     assert load_weights(model, renamed).source == "safetensors"
-    assert_same_weights(model, source.state_dict())
-
-
-def test_paddle_linear_weights_are_turned_to_pytorch_layout(tmp_path):
-    """Paddle stores Linear weights [in, out]; the safetensors file holds PyTorch's [out, in], which
-    only the model can tell: without one, a 2-D weight stops the conversion."""
-    source = randomized(Tiny())
-    pdparams, out = tmp_path / "tiny.pdparams", tmp_path / "tiny.safetensors"
-    write_pdparams(pdparams, to_paddle(source.state_dict()))
-    with pytest.raises(WeightsError, match=r"fc\.weight.*give the model"):
-        convert_weights(pdparams, out)
-    assert not out.exists()
-    convert_weights(pdparams, out, model=Tiny())
-    assert read_weights(out)[1]["fc.weight"].shape == (5, 4)
-    model = Tiny()
-    load_weights(model, out)
     assert_same_weights(model, source.state_dict())
 
 

@@ -54,14 +54,6 @@ def test_decode_of_probabilities_and_of_a_batch():
     assert batch[0][1, 0].tolist() == [5.0, 3.0, 5.0, 3.0]
 
 
-def test_decode_ltrb_sizes():
-    heatmap, _, offset = two_peak_maps()
-    ltrb = torch.zeros(1, 4, 8, 8)
-    ltrb[0, :, 3, 2] = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    boxes, _, _ = decode(heatmap, ltrb, offset, k=1)
-    torch.testing.assert_close(boxes[0, 0], torch.tensor([2.25 - 1, 3.5 - 2, 2.25 + 3, 3.5 + 4]))
-
-
 def test_k_is_clamped_to_the_number_of_positions():
     boxes, scores, labels = decode(torch.randn(1, 2, 2, 2), torch.rand(1, 2, 2, 2), torch.rand(1, 2, 2, 2), k=100)
     assert boxes.shape == (1, 8, 4) and scores.shape == (1, 8) and labels.shape == (1, 8)
@@ -113,13 +105,6 @@ def test_flip_merge_of_a_mirror_image_pair_changes_nothing_and_stays_finite():
     assert torch.isfinite(merged["heatmap"]).all()
     torch.testing.assert_close(merged["heatmap"], heatmap)
     torch.testing.assert_close(merged["wh"], wh)
-
-
-def test_flip_merge_swaps_left_and_right_of_ltrb_sizes():
-    ltrb = torch.tensor([1.0, 2.0, 3.0, 4.0]).view(1, 4, 1, 1)
-    outputs = {"heatmap": torch.zeros(1, 1, 1, 1), "wh": torch.zeros(1, 4, 1, 1), "offset": torch.zeros(1, 2, 1, 1)}
-    merged = flip_merge(outputs, dict(outputs, wh=ltrb))
-    assert merged["wh"].flatten().tolist() == [1.5, 1.0, 0.5, 2.0]  # (r, t, l, b) / 2
 
 
 def test_affine_boxes_matches_a_numpy_matmul():
@@ -184,7 +169,7 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_targets_then_decode_recovers_the_boxes(seed):
     rng = np.random.default_rng(seed)
     size, stride, num_classes = 128, 4, 3
-    boxes, centers = [], set()
+    boxes, centers = [[0.0, 0.0, 7.0, 6.0]], {(0, 0)}  # one centre in cell (0, 0), where empty slots point
     while len(boxes) < 12:  # random boxes inside the image with distinct integer centers
         x1, y1 = rng.uniform(0, size - 20, size=2)
         x2, y2 = x1 + rng.uniform(4, size - 4 - x1), y1 + rng.uniform(4, size - 4 - y1)
@@ -199,8 +184,10 @@ def test_targets_then_decode_recovers_the_boxes(seed):
 
     heatmap = torch.logit(torch.from_numpy(targets["heatmap"]).clamp(1e-6, 1 - 1e-6))[None]
     wh, offset = torch.zeros(1, 2, out * out), torch.zeros(1, 2, out * out)
-    wh[0, :, targets["index"]] = torch.from_numpy(targets["wh"]).T
-    offset[0, :, targets["index"]] = torch.from_numpy(targets["offset"]).T
+    filled = targets["mask"].astype(bool)  # the object slots; the rest are empty (index 0, zeros)
+    assert filled.sum() == len(boxes)
+    wh[0, :, targets["index"][filled]] = torch.from_numpy(targets["wh"][filled]).T
+    offset[0, :, targets["index"][filled]] = torch.from_numpy(targets["offset"][filled]).T
     found, scores, found_labels = decode(heatmap, wh.view(1, 2, out, out), offset.view(1, 2, out, out),
                                          k=len(boxes))
     assert (scores > 0.99).all()

@@ -8,34 +8,11 @@ import pytest
 import torch
 
 from centernet.cli import main
-from centernet.config import Config
-from centernet.data.synthetic import generate_dataset
 from centernet.engine import trainer as trainer_module
 from centernet.engine.checkpoint import load_checkpoint
 from centernet.engine.predict import Detector
 from centernet.engine.trainer import ModelEMA, Trainer
-
-MODEL = "centernet_mbv3_small"
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    generate_dataset(root, num_train=8, num_val=4, seed=0, min_side=96, max_side=160, max_objects=4)
-    return root
-
-
-def tiny_config(data_dir, epochs=2) -> Config:
-    config = Config()
-    config.model.name = MODEL
-    config.data.train_images, config.data.train_ann = str(data_dir / "train/images"), str(data_dir / "train/annotations.json")
-    config.data.val_images, config.data.val_ann = str(data_dir / "val/images"), str(data_dir / "val/annotations.json")
-    config.data.input_size = (64, 64)
-    config.data.eval_keep_res = False
-    config.data.workers = 0
-    config.train.epochs, config.train.batch_size, config.train.lr = epochs, 4, 1e-3
-    config.train.device = "cpu"
-    return config
+from conftest import MODEL, tiny_config
 
 
 def test_cli_train_eval_predict(data_dir, tmp_path, capsys):
@@ -114,7 +91,7 @@ def test_ema_matches_paddle_threshold_formula():
 
 
 def test_detector_on_arrays_of_any_size_with_flip(data_dir, tmp_path):
-    from centernet.models import create_model
+    from centernet import create_model
 
     torch.manual_seed(0)
     model = create_model(MODEL, num_classes=7)

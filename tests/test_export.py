@@ -7,9 +7,7 @@ DeformConv node run by onnxruntime's kernel, and the Gather + ReduceSum decompos
 to torchvision's op the same way.
 """
 
-import functools
 import json
-import math
 
 import numpy as np
 import pytest
@@ -20,65 +18,15 @@ from torchvision.ops import deform_conv2d
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
+from centernet import list_models  # noqa: E402
 from centernet.cli import main as cli_main  # noqa: E402
 from centernet.decode import decode  # noqa: E402
 from centernet.engine.predict import Detector  # noqa: E402
 from centernet.export import OnnxDetector, export_onnx  # noqa: E402
-from centernet.models import create_model, list_models  # noqa: E402
-from centernet.models.deform_conv import DeformConv2d  # noqa: E402
+from centernet.models.deform_conv import DeformConv2d, deform_conv_implementation  # noqa: E402
+from conftest import ZOO, assert_same_detections, assert_same_results, lively_model, photos, smooth_images  # noqa: E402
 
-ZOO = ["centernet_dla34", "centernet_r50", "centernet_mbv1", "centernet_mbv3_small",
-       "centernet_mbv3_large", "centernet_shufflenetv2"]
 WITH_DCN = ["centernet_dla34", "centernet_r50"]
-
-
-@functools.cache
-def lively_model(name, size=(96, 96), num_classes=3, seed=0):
-    """Zoo model ``name`` (a 64-plane head, to be quick) with seeded :func:`lively` weights fitted
-    to ``smooth_images(2, *size)``; cached, so callers must not change it."""
-    torch.manual_seed(seed)
-    model = create_model(name, num_classes=num_classes, head_planes=64)
-    return lively(model, smooth_images(2, *size), seed)
-
-
-def lively(model, images, seed=0):
-    """Make a freshly built model's outputs spread out, as trained weights are, so a wrong
-    layer or a wrong order shows: random BatchNorm scales and shifts with running statistics
-    taken from ``images`` (activations stay O(1) through the depth), non-zero conv biases,
-    deformable offsets of about a pixel (some sampling outside the image), heatmap logits with std 2 (distinct
-    scores, no ties) and box sizes of about 16 output pixels."""
-    generator = torch.Generator().manual_seed(seed)
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    with torch.no_grad():
-        for name, module in model.named_modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5, generator=generator)
-                module.bias.normal_(0.0, 0.2, generator=generator)
-                module.momentum = 1.0  # the next training-mode pass sets the running statistics
-            elif name.endswith("conv_offset"):
-                fan_in = module.weight[0].numel()
-                module.weight.normal_(0.0, 0.5 / math.sqrt(fan_in), generator=generator)
-            elif getattr(module, "bias", None) is not None:  # conv biases start at zero
-                module.bias.add_(torch.randn(module.bias.shape, generator=generator), alpha=0.1)
-        model.train()(images)
-        for module in norms:
-            module.momentum = 0.1
-            # a floor under the variance: near-constant channels would otherwise amplify float
-            # rounding hundreds of times, and float32 could not match anything
-            module.running_var += 0.1 * module.running_var.mean()
-        model.eval()
-        outputs = model(images)
-        model.head.heatmap[2].conv.weight *= 2.0 / outputs["heatmap"].std()
-        model.head.size[2].conv.weight *= 16.0 / outputs["wh"].std()
-    return model
-
-
-def smooth_images(batch, height, width, seed=0):
-    """Normalised-scale images with structure at several scales (not white noise)."""
-    generator = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(batch, 3, height // 16, width // 16, generator=generator)
-    images = nn.functional.interpolate(coarse, size=(height, width), mode="bilinear")
-    return images + 0.3 * torch.randn(batch, 3, height, width, generator=generator)
 
 
 def torch_detections(model, images, k=100):
@@ -87,28 +35,6 @@ def torch_detections(model, images, k=100):
         outputs = model(images)
         boxes, scores, labels = decode(outputs["heatmap"], outputs["wh"], outputs["offset"], k=k)
     return (boxes * model.stride).numpy(), scores.numpy(), labels.numpy()
-
-
-def assert_same_detections(got, expected, size, score_tolerance=1e-4):
-    """Same top-K: sorted scores close, and every detection found in the reference with the
-    same label, a box within 1e-3 of the input size and a close score. Scores closer than the
-    tolerance may come in either order, so the matching is by value, not by rank; a detection
-    may be missing only where its score ties the K-th."""
-    boxes, scores, labels = got
-    ref_boxes, ref_scores, ref_labels = expected
-    assert boxes.shape == ref_boxes.shape and labels.dtype == np.int64
-    np.testing.assert_allclose(scores, ref_scores, atol=score_tolerance)
-    box_tolerance = 1e-3 * size
-    for b in range(len(scores)):
-        used = np.zeros(len(ref_scores[b]), bool)
-        for box, score, label in zip(boxes[b], scores[b], labels[b]):
-            close = (~used & (ref_labels[b] == label) & (np.abs(ref_scores[b] - score) <= score_tolerance)
-                     & (np.abs(ref_boxes[b] - box).max(axis=1) <= box_tolerance))
-            if close.any():
-                used[np.flatnonzero(close)[0]] = True
-            else:
-                assert score - ref_scores[b, -1] <= score_tolerance, (
-                    f"image {b}: detection {label} {score:.5f} {box} not in the reference")
 
 
 def run_graph(path, images):
@@ -153,22 +79,26 @@ def test_gather_form_has_no_deformconv_and_runs_any_size(tmp_path):
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::DeprecationWarning")
 @pytest.mark.parametrize("form", ["onnx", "gather"])
-@pytest.mark.parametrize("stride", [1, 2])
-def test_exported_deform_conv_equals_torchvision(form, stride, tmp_path):
-    """Offsets up to +-6 pixels on a 9x11 map (many taps sample outside), a real mask, a bias."""
-    from centernet.export import _deform_conv_export
-
+@pytest.mark.parametrize("stride, bias", [(1, True), (2, True), (1, False)])
+def test_exported_deform_conv_equals_torchvision(form, stride, bias, tmp_path):
+    """Offsets up to +-6 pixels on a 9x11 map (many taps sample outside), a real mask, with a bias
+    and without one (ResNet's deformable layer has none)."""
     torch.manual_seed(0)
-    layer = DeformConv2d(5, 4, 3, stride=stride).eval()
+    layer = DeformConv2d(5, 4, 3, stride=stride, bias=bias).eval()
     nn.init.normal_(layer.conv_offset.weight, std=1.0)
-    nn.init.uniform_(layer.conv_dcn.bias, -1, 1)
+    if bias:
+        nn.init.uniform_(layer.conv_dcn.bias, -1, 1)
     path = tmp_path / "dcn.onnx"
     opset = {"onnx": 19, "gather": 17}[form]
-    with torch.no_grad(), _deform_conv_export(form, opset):
+    with torch.no_grad(), deform_conv_implementation(layer, form):
         torch.onnx.export(layer, (torch.randn(1, 5, 9, 11),), str(path), dynamo=False,
                           opset_version=opset, autograd_inlining=False, input_names=["x"],
                           dynamic_axes={"x": {0: "batch", 2: "height", 3: "width"}})
     x = torch.randn(2, 5, 13, 10)
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    assert ("DeformConv" in ops) == (form == "onnx")
+    assert "Loop" not in ops  # the gather form's embedding_bag as Gather + Mul + ReduceSum, not PyTorch's Loop
+    assert layer.implementation == "auto"  # the export form held for the block only
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"x": x.numpy()})[0]
     with torch.no_grad():
@@ -185,24 +115,6 @@ def small_model():
     return lively_model("centernet_mbv3_small", size=(128, 128))
 
 
-def photos(seed=0):
-    """Two uint8 RGB 'photos' of different sizes and aspect ratios."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for height, width in ((150, 200), (120, 97)):
-        coarse = rng.integers(0, 256, (height // 10 + 1, width // 10 + 1, 3)).astype(np.uint8)
-        images.append(np.kron(coarse, np.ones((10, 10, 1), np.uint8))[:height, :width].copy())
-    return images
-
-
-def assert_same_results(got, expected, image_sizes):
-    for result, reference, (height, width) in zip(got, expected, image_sizes):
-        assert set(result) == {"boxes", "scores", "labels"}
-        as_arrays = [tuple(r[k].numpy()[None] for k in ("boxes", "scores", "labels"))
-                     for r in (result, reference)]
-        assert_same_detections(*as_arrays, max(height, width))
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("dynamic_size", [False, True])
 def test_onnx_detector_equals_detector(small_model, dynamic_size, tmp_path):
@@ -210,8 +122,10 @@ def test_onnx_detector_equals_detector(small_model, dynamic_size, tmp_path):
                        dynamic_size=dynamic_size, class_names=["x", "y", "z"])
     onnx_detector = OnnxDetector(path, threads=1)
     assert onnx_detector.class_names == ["x", "y", "z"]
-    assert onnx_detector.keep_res == dynamic_size  # a fixed graph resizes to its own size
+    assert onnx_detector.transform.keep_res == dynamic_size  # a fixed graph resizes to its own size
     detector = Detector(small_model, input_size=(128, 128), keep_res=dynamic_size, device="cpu")
+    for name in ("max_detections", "score_threshold", "scales", "merge", "flip", "device"):  # one interface
+        assert getattr(onnx_detector, name) == getattr(detector, name), name
     images = photos()
     assert_same_results(onnx_detector.detect_images(images), detector.detect_images(images),
                         [image.shape[:2] for image in images])
@@ -271,3 +185,6 @@ def test_cli_export_then_predict_with_onnx_backend(tmp_path, capsys):
             assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
             assert detection["class"] in {"0", "1", "2"} and detection["score"] > 0
     assert (out / "0.jpg").is_file()
+    for flag in (["--flip"], ["--scales", "0.5,1"], ["--heatmap"]):  # what only a PyTorch model can do
+        assert cli_main(["predict", str(folder), "--weights", str(path), "--backend", "onnx", *flag]) == 2
+        assert f"{flag[0]}: the ONNX backend runs the exported graph alone" in capsys.readouterr().err

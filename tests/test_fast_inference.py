@@ -16,7 +16,7 @@ from torch import nn
 from centernet.engine.predict import Detector
 from centernet.models.fuse import (ChannelShift, activations_in_place, fold_batch_norms,
                                    keep_freed_memory, optimize_for_inference)
-from test_export import ZOO, lively_model, photos, smooth_images
+from conftest import ZOO, lively_model, photos, smooth_images
 
 
 def assert_maps_close(got, expected, tolerance=1e-4):

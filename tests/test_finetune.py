@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
+from centernet import create_model
 from centernet.config import Config
 from centernet.data.synthetic import generate_dataset
 from centernet.engine.checkpoint import save_checkpoint
 from centernet.engine.trainer import Trainer
-from centernet.models import create_model
 from centernet.weights import WeightsMismatchError, load_weights
 
 MODEL = "centernet_mbv3_small"

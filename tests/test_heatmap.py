@@ -5,11 +5,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from centernet import create_model
 from centernet.cli import main
 from centernet.config import Config
 from centernet.engine.checkpoint import save_checkpoint
 from centernet.engine.predict import Detector
-from centernet.models import create_model
 from centernet.viz import class_color, heatmap_overlay, save_image
 
 

@@ -7,12 +7,12 @@ import threading
 
 import pytest
 import torch
-from test_backbone_weights import imagenet_file
 
+from centernet import create_model
 from centernet.cli import main
-from centernet.models import create_model
 from centernet.weights import hub
 from centernet.weights.hub import DownloadError, backbone_weights, download, zoo_weights
+from conftest import imagenet_file
 
 MODEL = "centernet_mbv3_small"
 
@@ -49,12 +49,6 @@ def served(tmp_path_factory):
     yield f"http://127.0.0.1:{server.server_address[1]}", root, model.state_dict()
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("CENTERNET_HOME", str(tmp_path / "cache"))
-    return tmp_path / "cache"
 
 
 def test_pretrained_downloads_into_the_cache_and_loads(served, cache, monkeypatch):

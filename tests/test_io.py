@@ -4,13 +4,13 @@ errors naming the file, torch files refused before they inflate, non-finite weig
 import errno
 import os
 import signal
-import zipfile
 
 import pytest
 import torch
 
 import centernet.io as cio
 from centernet.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from conftest import zip_bomb
 
 
 def leftovers(folder):
@@ -109,16 +109,6 @@ def test_ctrl_c_during_a_checkpoint_write_waits_until_the_file_is_whole(tmp_path
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 3  # the write finished before the interrupt took effect
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-
-
-def zip_bomb(path, inflated):
-    """A zip of ``inflated`` zero bytes, deflated to about a thousandth of that."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("archive/data/0", "w") as entry:
-            chunk = bytes(1 << 20)
-            for _ in range(inflated >> 20):
-                entry.write(chunk)
-    return path
 
 
 def test_a_zip_bomb_is_refused_from_its_directory_before_anything_inflates(tmp_path, monkeypatch):

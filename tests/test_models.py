@@ -6,13 +6,14 @@ import math
 import pytest
 import torch
 
-from centernet.models import CenterNet, create_model, list_models, register_model
+from centernet import create_model
+from centernet.models import CenterNet, list_models, register_model
 from centernet.models.head import CenterNetHead
 from centernet.models.necks import CenterNetDLAFPN
 
 # Counts measured by building paddledet 2.6.0's CenterNet (DLA depth 34, CenterNetDLAFPN defaults,
-# CenterNetHead 80 classes, head_planes 256, regress_ltrb False) with paddlepaddle 3.3.1; see
-# /work/shared/reference/paddledetection.md and benchmarks/paddle_reference.py.
+# CenterNetHead 80 classes, head_planes 256, regress_ltrb False) with paddlepaddle 3.3.1: the
+# models benchmarks/paddle_reference.py builds (`make test-paddle` compares them with ours).
 # Paddle's parameters() includes the BatchNorm running mean and variance; PyTorch keeps those
 # as buffers, so trainable counts exclude them and the per-part counts add them back.
 DLA34_TRAINABLE = 19_675_892

@@ -5,11 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_engine import MODEL, data_dir  # noqa: F401  (a module fixture: the tiny synthetic set)
-from test_transforms import bright_extent, scene_with_rectangle
 from torch import nn
 from torchvision.ops import box_iou
 
+from centernet import create_model
 from centernet.cli import main
 from centernet.config import Config
 from centernet.data.coco import CocoDetection
@@ -18,8 +17,8 @@ from centernet.decode import affine_boxes, decode, flip_merge
 from centernet.engine.checkpoint import save_checkpoint
 from centernet.engine.evaluate import evaluate
 from centernet.engine.predict import Detector
-from centernet.models import create_model
 from centernet.nms import merge_detections, soft_nms
+from conftest import MODEL, bright_extent, scene_with_rectangle
 
 NUM_CLASSES = 7
 

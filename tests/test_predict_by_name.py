@@ -8,15 +8,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_engine import data_dir  # noqa: F401  (a module fixture: the tiny synthetic set)
-from test_weights import to_paddle, write_pdparams
 
+from centernet import create_model
 from centernet.cli import main
 from centernet.data.coco_classes import COCO_CLASSES
 from centernet.engine.predict import Detector
-from centernet.models import create_model
 from centernet.viz import save_image
 from centernet.weights.hub import ZOO_URLS
+from conftest import to_paddle, write_pdparams
 
 MODEL = "centernet_mbv3_small"
 

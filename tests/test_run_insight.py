@@ -17,7 +17,7 @@ from centernet.engine.analysis import ANALYSIS_FILES
 from centernet.engine.evaluate import METRIC_NAMES
 from centernet.engine.tensorboard_logger import validation_pictures
 from centernet.engine.trainer import LOSS_NAMES, Trainer
-from test_engine import data_dir, tiny_config  # noqa: F401 (data_dir: the tiny data set fixture)
+from conftest import tiny_config
 
 STEPS_PER_EPOCH = 2  # tiny_config: 8 training images, batch 4
 

@@ -24,7 +24,7 @@ from centernet.config import Config
 from centernet.data.transforms import MEAN, STD
 from centernet.engine.checkpoint import save_checkpoint
 from centernet.engine.predict import Detector
-from centernet.models import create_model
+from centernet import create_model
 from centernet.viz import draw_detections
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed (pip install 'centernet[serve]')")

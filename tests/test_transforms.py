@@ -5,6 +5,7 @@ import pytest
 
 from centernet.data.transforms import (MEAN, STD, EvalTransform, TrainTransform, affine_points, denormalize,
                                        get_affine_transform)
+from conftest import bright_extent, scene_with_rectangle
 
 NO_BOXES = np.zeros((0, 4), np.float32)
 NO_LABELS = np.zeros((0,), np.int64)
@@ -46,21 +47,6 @@ def test_inverse_undoes_forward():
         inverse = get_affine_transform(center, scale, output_size, inverse=True)
         points = rng.uniform(-50, 900, size=(30, 2))
         np.testing.assert_allclose(affine_points(affine_points(points, forward), inverse), points, atol=2e-3)
-
-
-def scene_with_rectangle(height, width, box):
-    """A gray image with one white filled rectangle covering box (x1, y1, x2, y2) pixel edges."""
-    image = np.full((height, width, 3), 60, np.uint8)
-    x1, y1, x2, y2 = box
-    image[y1:y2, x1:x2] = 255
-    return image
-
-
-def bright_extent(image_chw):
-    """Pixel-edge bbox of the bright pixels of a normalised network input."""
-    rgb = denormalize(image_chw)
-    ys, xs = np.nonzero(rgb.mean(axis=2) > 160)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
 def assert_box_on_pixels(image_chw, box, zoom):

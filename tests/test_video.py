@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from centernet import create_model
 from centernet.cli import main
 from centernet.config import Config
 from centernet.engine.checkpoint import save_checkpoint
 from centernet.engine.predict import Detector
 from centernet.engine.video import predict_video
-from centernet.models import create_model
 
 MODEL, NUM_CLASSES, FRAMES, WIDTH, HEIGHT = "centernet_mbv3_small", 3, 30, 80, 64
 

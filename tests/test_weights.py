@@ -1,6 +1,5 @@
 """Weight loading: Paddle .pdparams, original CenterNet .pth, our checkpoints; safely."""
 
-import pickle
 import re
 
 import numpy as np
@@ -9,60 +8,10 @@ import torch
 from torch import nn
 
 import centernet
-from centernet.models import create_model
-from centernet.models.deform_conv import DeformConv2d
+from centernet import create_model
 from centernet.weights import (UnsafeWeightsError, WeightsFormatError, WeightsMismatchError,
                                load_weights, read_pdparams, read_weights)
-
-
-class Tiny(nn.Module):
-    """Conv + BN + DCN + Linear: every kind of tensor a mapping has to handle."""
-
-    def __init__(self, width=4):
-        super().__init__()
-        self.conv = nn.Conv2d(3, width, 3)
-        self.norm = nn.BatchNorm2d(width)
-        self.dcn = DeformConv2d(width, width)
-        self.fc = nn.Linear(width, 5)
-
-
-def randomized(model, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for value in model.state_dict().values():
-            if value.is_floating_point():
-                value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
-    return model
-
-
-def to_paddle(state):
-    """Our state dict as Paddle names and layouts: BN stats renamed, Linear weights [in, out]."""
-    arrays = {}
-    for key, value in state.items():
-        if key.endswith("num_batches_tracked"):
-            continue
-        array = value.numpy()
-        if key.endswith("fc.weight"):
-            array = array.T.copy()
-        key = re.sub(r"running_mean$", "_mean", re.sub(r"running_var$", "_variance", key))
-        arrays[key] = array
-    return arrays
-
-
-def write_pdparams(path, arrays, protocol=4, as_tuples=False):
-    """What paddle.save writes: a pickled dict of numpy arrays plus its name table."""
-    state = {key: (f"param_{i}", value) if as_tuples else value
-             for i, (key, value) in enumerate(arrays.items())}
-    state["StructuredToParameterName@@"] = {key: f"param_{i}" for i, key in enumerate(arrays)}
-    with open(path, "wb") as handle:
-        pickle.dump(state, handle, protocol=protocol)
-
-
-def assert_same_weights(model, state):
-    """Every parameter and buffer equal (BN's num_batches_tracked is not a weight)."""
-    for key, value in model.state_dict().items():
-        if not key.endswith("num_batches_tracked"):
-            torch.testing.assert_close(value, state[key], rtol=0, atol=0, msg=key)
+from conftest import Tiny, assert_same_weights, malicious_files, randomized, to_paddle, write_pdparams
 
 
 # --- Paddle format ---------------------------------------------------------------------------
@@ -97,27 +46,6 @@ def test_zoo_model_round_trip_through_paddle_names(tmp_path):
 
 
 # --- safety ----------------------------------------------------------------------------------
-
-class Exploit:
-    """Unpickling this creates the marker file: the proof that code from the file ran."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return open, (self.marker, "w")
-
-
-def malicious_files(tmp_path, marker):
-    payload = {"conv.weight": Exploit(marker)}
-    raw_pdparams, raw_pth = tmp_path / "evil.pdparams", tmp_path / "evil.pth"
-    for path in (raw_pdparams, raw_pth):
-        path.write_bytes(pickle.dumps(payload, protocol=2))
-    zip_pth, legacy_pth = tmp_path / "evil_zip.pth", tmp_path / "evil_legacy.pth"
-    torch.save({"state_dict": payload}, zip_pth)
-    torch.save({"state_dict": payload}, legacy_pth, _use_new_zipfile_serialization=False)
-    return [raw_pdparams, raw_pth, zip_pth, legacy_pth]
-
 
 @pytest.mark.parametrize("loader", ["read_pdparams", "read_weights", "load_weights",
                                     "centernet.load_weights"])
@@ -170,24 +98,23 @@ def test_weights_of_another_model_fail_loudly_and_load_nothing(tmp_path):
 
 def test_missing_and_unexpected_keys_are_listed(tmp_path):
     arrays = to_paddle(randomized(Tiny()).state_dict())
-    arrays["extra.weight"] = arrays.pop("fc.bias")
+    arrays["extra.weight"] = arrays.pop("cls.bias")
     path = tmp_path / "renamed.pdparams"
     write_pdparams(path, arrays)
-    with pytest.raises(WeightsMismatchError, match=r"1 missing: fc\.bias; 1 unexpected: extra\.weight"):
+    with pytest.raises(WeightsMismatchError, match=r"1 missing: cls\.bias; 1 unexpected: extra\.weight"):
         load_weights(Tiny(), path)
 
 
 def test_non_strict_loads_what_fits_and_reports_the_rest(tmp_path):
     """Fine-tuning on another class count: all but the mis-shaped classifier loads; a file with
     nothing that fits is still an error."""
-    source = randomized(Tiny())
-    source.fc = nn.Linear(4, 7)
+    source = randomized(Tiny(classes=7))
     path = tmp_path / "seven.pdparams"
     write_pdparams(path, to_paddle(source.state_dict()))
     model = Tiny()
     report = load_weights(model, path, strict=False)
-    assert report.mismatched == ["fc.weight: file [7, 4] vs model [5, 4]",
-                                 "fc.bias: file [7] vs model [5]"]
+    assert report.mismatched == ["cls.weight: file [7, 4, 1, 1] vs model [5, 4, 1, 1]",
+                                 "cls.bias: file [7] vs model [5]"]
     torch.testing.assert_close(model.conv.weight, source.conv.weight)
     with pytest.raises(WeightsMismatchError, match="nothing loaded: 2 missing: weight, bias"):
         load_weights(nn.Linear(2, 2), path, strict=False)

@@ -1,8 +1,8 @@
 """The five non-DLA zoo rows (ResNet50-vd, MobileNetV1, MobileNetV3 small/large, ShuffleNetV2).
 
 Reference numbers come from building paddledet 2.6.0's models with the arguments of
-PaddleDetection's configs (80 classes; see benchmarks/paddle_reference.py and the reference page
-/work/shared/reference/paddledetection.md). Paddle counts BatchNorm running mean and variance as
+PaddleDetection's configs (80 classes; benchmarks/paddle_reference.py builds them, docs/models.md
+lists them). Paddle counts BatchNorm running mean and variance as
 parameters; PyTorch keeps them as buffers, so the whole-model figure compared with
 ``model.parameters()`` is Paddle's count without them.
 """
@@ -15,9 +15,9 @@ import pytest
 import torch
 from torchvision.ops import deform_conv2d
 
+from centernet import create_model, list_models
 from centernet.config import load_config
 from centernet.losses import CenterNetLoss
-from centernet.models import create_model, list_models
 from centernet.models.backbones.mobilenet import SEModule
 from centernet.models.backbones.resnet import ConvNormLayer as ResNetConvNorm
 from centernet.models.backbones.resnet import ResNet

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..io import read_text
-from .coco import _REQUIRED_KEYS, _is_bbox, duplicate_names, is_id
+from .coco import REQUIRED_KEYS, is_bbox, duplicate_names, is_id
 from .errors import DataError
 from .images import load_image
 
@@ -131,7 +131,7 @@ def error_listing(errors: list[Issue], ann_file: str) -> str:
 
 def _complete(entry: Any, section: str) -> bool:
     """An object with the keys COCO requires in ``section`` and a hashable id."""
-    return (isinstance(entry, dict) and all(key in entry for key in _REQUIRED_KEYS[section])
+    return (isinstance(entry, dict) and all(key in entry for key in REQUIRED_KEYS[section])
             and is_id(entry["id"]))
 
 
@@ -202,7 +202,7 @@ def _read_json(ann_file: Path, out: _Collector) -> dict | None:
     if not isinstance(data, dict):
         out.add("error", "expected a JSON object with images, annotations and categories", fatal=True)
         return None
-    missing = [section for section in _REQUIRED_KEYS if not isinstance(data.get(section), list)]
+    missing = [section for section in REQUIRED_KEYS if not isinstance(data.get(section), list)]
     for section in missing:
         out.add("error", f"missing list '{section}'", fatal=True)
     return None if missing else data
@@ -222,7 +222,7 @@ def _well_formed(data: dict, section: str, out: _Collector, id_field: str | None
         if not isinstance(entry, dict):
             out.add("error", f"{section}[{position}] is not an object", fatal=fatal)
             continue
-        lacking = [key for key in _REQUIRED_KEYS[section] if key not in entry]
+        lacking = [key for key in REQUIRED_KEYS[section] if key not in entry]
         if lacking or not is_id(entry_id):
             problem = f"lacks {', '.join(map(repr, lacking))}" if lacking else f"has an id that is not an integer: {entry_id!r}"
             out.add("error", f"{section}[{position}] {problem}", fatal=fatal, **ids)
@@ -343,7 +343,7 @@ def _check_annotations(data: dict, images: dict, categories: dict, out: _Collect
             problem = "error", f"refers to unknown image id {image_id!r}"
         elif not is_id(cat_id) or cat_id not in categories:
             problem = "error", f"has unknown category id {cat_id!r}"
-        elif not _is_bbox(ann["bbox"]):
+        elif not is_bbox(ann["bbox"]):
             problem = "error", f"bbox must be 4 numbers [x, y, w, h], got {ann['bbox']!r}"
         elif image_id in report.bad_images:
             continue  # its image is reported (and left out when skipping)

@@ -27,7 +27,8 @@ from .errors import DataError
 from .images import load_image
 
 TARGET_KEYS = ("heatmap", "wh", "offset", "index", "mask")
-_REQUIRED_KEYS = {
+# The keys every entry of a COCO file's sections must have (check_coco_dict and data.check ask)
+REQUIRED_KEYS = {
     "images": ("id", "file_name", "width", "height"),
     "categories": ("id", "name"),
     "annotations": ("id", "image_id", "category_id", "bbox"),
@@ -57,7 +58,7 @@ def check_coco_dict(data: Any, ann_file: str | Path) -> dict:
     """The checks of :func:`read_coco_json` on an already parsed dict (``ann_file`` names it)."""
     if not isinstance(data, dict):
         raise DataError(f"{ann_file}: expected a JSON object with images, annotations and categories")
-    for section, keys in _REQUIRED_KEYS.items():
+    for section, keys in REQUIRED_KEYS.items():
         entries = data.get(section)
         if not isinstance(entries, list):
             raise DataError(f"{ann_file}: missing list '{section}'")
@@ -90,7 +91,7 @@ def check_coco_dict(data: Any, ann_file: str | Path) -> dict:
         raise DataError(f"{ann_file}: annotation {ann['id']} refers to unknown image id {ann['image_id']!r}")
     for ann in (ann for ann in annotations if not is_id(ann["category_id"]) or ann["category_id"] not in cat_ids):
         raise DataError(f"{ann_file}: annotation {ann['id']} has unknown category id {ann['category_id']!r}")
-    for ann in (ann for ann in annotations if not _is_bbox(ann["bbox"])):
+    for ann in (ann for ann in annotations if not is_bbox(ann["bbox"])):
         raise DataError(f"{ann_file}: annotation {ann['id']} bbox must be 4 numbers [x, y, w, h], got {ann['bbox']!r}")
     for ann in annotations:
         ann.setdefault("iscrowd", 0)
@@ -118,7 +119,8 @@ def duplicate_names(data: dict) -> list[str]:
     return problems
 
 
-def _is_bbox(bbox: Any) -> bool:
+def is_bbox(bbox: Any) -> bool:
+    """Whether ``bbox`` is a COCO box as json gives it: a list of four ints or floats."""
     return (type(bbox) is list and len(bbox) == 4
             and all(type(v) is float or type(v) is int for v in bbox))
 

@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -236,10 +236,10 @@ def run_benchmark(model_name: str, input_size: tuple[int, int] = (512, 512),
                   backends: Iterable[str] = BACKENDS, pipeline: bool = True,
                   device: str = "cpu") -> list[Timing]:
     """`centernet benchmark`: print (and return) the latency table and the pipeline comparison."""
-    from ..models import create_model
+    from ..models import build_model
 
     torch.manual_seed(0)
-    model = create_model(model_name)
+    model = build_model(model_name)
     print(f"{model_name} at {input_size[0]}x{input_size[1]} on {device}: {machine_description(threads)}")
     if device == "cpu" and os.getloadavg()[0] >= (os.cpu_count() or 1) and "OMP_WAIT_POLICY" not in os.environ:
         print("note: the machine is busy; OpenMP threads that spin while they wait for a descheduled "
@@ -258,7 +258,3 @@ def run_benchmark(model_name: str, input_size: tuple[int, int] = (512, 512),
               f"(the pipeline keeps up when this is above 1)")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     return timings
-
-
-def as_dicts(timings: Iterable[Timing]) -> list[dict]:
-    return [asdict(t) for t in timings]

@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from ..data.coco import CocoDetection, coco_from_dict, loader_worker_init
+from ..inference import BaseDetector
 from ..io import output_group
-from .predict import Detector
 
 METRIC_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
 
@@ -36,7 +36,7 @@ def _as_lists(items: list[tuple[int, np.ndarray]]) -> tuple[list[int], list[np.n
     return list(ids), list(images)
 
 
-def evaluate(detector: Detector, dataset: CocoDetection, batch_size: int = 4, workers: int = 0,
+def evaluate(detector: BaseDetector, dataset: CocoDetection, batch_size: int = 4, workers: int = 0,
              progress: bool = True) -> tuple[dict[str, float], list[dict]]:
     """COCO metrics (AP, AP50, ... as fractions) and the detections in COCO result format.
 

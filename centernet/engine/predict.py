@@ -1,34 +1,27 @@
-"""From images to detections: the ``Detector`` used by prediction, evaluation and the CLI.
+"""From images to detections with a PyTorch model: the ``Detector`` used by prediction, evaluation
+and the CLI, and ``predict()``, which draws and saves what it finds.
 
-One image's path through it::
+:class:`Detector` is a :class:`~centernet.inference.BaseDetector` (the transform, the mapping back
+to image pixels, the multi-scale merge and the threshold are there) whose network is the model::
 
-    load_image(file)                 RGB uint8 [H, W, 3], EXIF applied
-    for each test scale (default: 1 only):
-      EvalTransform.at_scale         resize by the scale, affine to the input size, normalise
-                                     -> [3, h, w], inverse affine to original-image pixels
-      model(images)                  raw maps {"heatmap" logits, "wh", "offset"} at stride 4
-      flip_merge (optional)          average with the horizontally flipped pass
-      decode                         sigmoid, 3x3 max-pool peaks, top-K -> boxes on the output map
-      * stride, affine_boxes         boxes in input pixels, then in original-image pixels, clipped
-    merge_detections (>1 scale)      all scales' boxes, soft-NMS (or NMS) per class, top-K
-    score threshold
+    model(images)                  raw maps {"heatmap" logits, "wh", "offset"} at stride 4
+    flip_merge (optional)          average with the horizontally flipped pass
+    decode                         sigmoid, 3x3 max-pool peaks, top-K -> boxes on the output map
+    * stride                       boxes in input pixels
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
-from ..data.coco import pad_images
-from ..data.coco_classes import COCO_CLASSES
 from ..data.images import load_image
-from ..data.transforms import EvalTransform
-from ..decode import affine_boxes, decode, flip_merge
+from ..decode import decode, flip_merge
+from ..inference import BaseDetector
 from ..io import output_group
-from ..nms import MERGE_METHODS, merge_detections
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -53,64 +46,40 @@ def select_device(device: str | torch.device | None = "auto") -> torch.device:
     return chosen
 
 
-class Detector:
-    """Turns images of any size into torchvision-style detections.
+class Detector(BaseDetector):
+    """Turns images of any size into torchvision-style detections with a PyTorch CenterNet.
 
     Each result is a dict with ``boxes`` [N, 4] xyxy in original-image pixels, ``scores`` [N] and
     ``labels`` [N] (contiguous class indices; ``class_names[label]`` names them; an 80-class model
-    without names gets COCO's), sorted by score.
-
-    ``scales`` (multi-scale test, e.g. ``(0.5, 0.75, 1, 1.25, 1.5)``): the original CenterNet's;
-    each image runs once per scale, resized by it (with ``flip``, each scale is flip-merged), the
-    ``max_detections`` best of each scale are pooled and merged per class by ``merge``
-    ("soft-nms" or "nms", see ``centernet.nms``), and the ``max_detections`` best are kept.
+    without names gets COCO's), sorted by score. ``flip``: the flip test (see
+    :func:`~centernet.decode.flip_merge`); ``scales``, ``merge`` and the other arguments: see
+    :class:`~centernet.inference.BaseDetector`.
 
         model = centernet.create_model("centernet_dla34", weights="centernet_dla34_140e_coco.pdparams")
         detections = centernet.Detector(model, score_threshold=0.3)("street.jpg")
     """
-
-    scales: tuple[float, ...] = (1.0,)  # class defaults too, for subclasses with their own __init__
-    merge: str = "soft-nms"  # (OnnxDetector)
 
     def __init__(self, model: torch.nn.Module, class_names: Sequence[str] | None = None,
                  input_size: tuple[int, int] = (512, 512), keep_res: bool = True, flip: bool = False,
                  max_detections: int = 100, score_threshold: float = 0.0,
                  device: str | torch.device | None = "auto", scales: Sequence[float] = (1.0,),
                  merge: str = "soft-nms"):
+        super().__init__(model.num_classes, class_names, input_size, keep_res, max_detections,
+                         score_threshold, scales, merge)
         self.device = select_device(device)
         self.model = model.to(self.device).eval()
-        self._set_classes(class_names, model.num_classes)
-        self.transform = EvalTransform(input_size=tuple(input_size), keep_res=keep_res)
         self.flip = flip
-        self.max_detections = max_detections
-        self.score_threshold = score_threshold
-        self._set_scales(scales, merge)
-
-    def _set_scales(self, scales: Sequence[float], merge: str) -> None:
-        scales = tuple(float(scale) for scale in scales)
-        if not scales or not all(scale > 0 for scale in scales):
-            raise ValueError(f"test scales must be one or more positive numbers, got {scales}")
-        if merge not in MERGE_METHODS:
-            raise ValueError(f"merge method {merge!r}: choose one of {', '.join(MERGE_METHODS)}")
-        self.scales, self.merge = scales, merge
-
-    def _set_classes(self, class_names: Sequence[str] | None, num_classes: int) -> None:
-        if class_names is None:
-            class_names = COCO_CLASSES if num_classes == len(COCO_CLASSES) else [str(i) for i in range(num_classes)]
-        self.class_names = list(class_names)
-        if len(self.class_names) != num_classes:
-            raise ValueError(f"{len(self.class_names)} class names for a model of {num_classes} classes")
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device | None = "auto", **kwargs) -> "Detector":
         """A detector from one of our training checkpoints (``best.pt`` / ``last.pt``)."""
-        from ..models import create_model
+        from ..models import build_model
         from .checkpoint import CheckpointError, load_checkpoint, run_config
 
         state = load_checkpoint(path)
         config = run_config(state, path, f"the model is unknown, so name it: --model NAME --weights {path}")
         class_names = state.get("class_names")
-        model = create_model(config.model.name, **config.model_kwargs())
+        model = build_model(config.model.name, **config.model_kwargs())
         weights = state.get("ema") or state["model"]
         try:
             model.load_state_dict(weights)
@@ -133,7 +102,7 @@ class Detector:
 
             detector = centernet.Detector.from_pretrained("centernet_dla34", score_threshold=0.3)
         """
-        from ..models import create_model
+        from ..builder import create_model
 
         shape = {"num_classes": 80 if num_classes is None else num_classes}
         if weights is not None and num_classes is None:  # the file's class count and head width
@@ -144,39 +113,9 @@ class Detector:
         model = create_model(name, weights=weights, pretrained=weights is None, **shape)
         return cls(model, device=device, **kwargs)
 
-    @torch.inference_mode()
-    def detect_images(self, images: Sequence[np.ndarray]) -> list[dict[str, torch.Tensor]]:
-        """Detections for RGB uint8 arrays ``[H, W, 3]`` (see the module docstring)."""
-        per_scale = [self._detections_at_scale(images, scale) for scale in self.scales]
-        boxes, scores, labels = (torch.cat(parts, dim=1) for parts in zip(*per_scale))  # [B, S*K, ...]
-        results = []
-        for i in range(len(images)):
-            image_boxes, image_scores, image_labels = boxes[i], scores[i], labels[i]
-            if len(self.scales) > 1:
-                image_boxes, image_scores, image_labels = merge_detections(
-                    image_boxes, image_scores, image_labels, self.merge, self.max_detections)
-            keep = image_scores > self.score_threshold
-            results.append({"boxes": image_boxes[keep].cpu(), "scores": image_scores[keep].cpu(),
-                            "labels": image_labels[keep].cpu()})
-        return results
-
-    def _detections_at_scale(self, images: Sequence[np.ndarray], scale: float
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Top-K ``boxes [B, K, 4]`` in original-image pixels (clipped to the image), ``scores``
-        and ``labels [B, K]`` of the images resized by ``scale``."""
-        inputs = [self.transform.at_scale(image, scale) for image in images]
-        batch = pad_images([torch.as_tensor(tensor) for tensor, _ in inputs])  # [B, 3, H, W]
-        boxes, scores, labels = self.raw_detections(batch)  # top-K, boxes in input pixels
-        inverses = torch.stack([torch.as_tensor(inverse) for _, inverse in inputs])  # [B, 2, 3]
-        boxes = affine_boxes(boxes, inverses.to(boxes))  # original-image pixels
-        limits = boxes.new_tensor([[width, height, width, height] for height, width in
-                                   (image.shape[:2] for image in images)])[:, None]  # [B, 1, 4]
-        return torch.minimum(boxes.clamp(min=0), limits), scores, labels
-
     def raw_detections(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Top-K ``boxes [B, K, 4]`` in INPUT pixels, ``scores [B, K]``, ``labels [B, K]`` of a
-        normalised batch, before the inverse affine and the score threshold (``OnnxDetector``
-        overrides this with its exported graph)."""
+        """The model on ``images`` (flip-merged with their mirror when ``flip``), then the decode:
+        top-K boxes in input pixels, scores and labels (see the base class)."""
         images = images.to(self.device)
         batch = images.shape[0]
         if self.flip:
@@ -189,19 +128,6 @@ class Detector:
                                        k=self.max_detections)  # [B, K, 4] on the output map
         stride = images.shape[-1] / outputs["heatmap"].shape[-1]
         return boxes * stride, scores, labels
-
-    def __call__(self, images: str | Path | np.ndarray | Iterable[str | Path | np.ndarray],
-                 batch_size: int = 8) -> list[dict[str, torch.Tensor]]:
-        """Detections for image files or RGB uint8 arrays (one or a list)."""
-        if isinstance(images, (str, Path, np.ndarray)):
-            images = [images]
-        images = list(images)
-        results = []
-        for start in range(0, len(images), batch_size):
-            chunk = [load_image(image) if not isinstance(image, np.ndarray) else image
-                     for image in images[start:start + batch_size]]
-            results.extend(self.detect_images(chunk))
-        return results
 
     @torch.inference_mode()
     def heatmaps(self, image: np.ndarray) -> np.ndarray:
@@ -243,7 +169,7 @@ def detection_records(result: dict[str, torch.Tensor], class_names: Sequence[str
             for box, score, label in zip(result["boxes"], result["scores"], result["labels"])]
 
 
-def predict(detector: Detector, source: str | Path, out_dir: str | Path, batch_size: int = 8,
+def predict(detector: BaseDetector, source: str | Path, out_dir: str | Path, batch_size: int = 8,
             draw: bool = True, heatmap: bool = False) -> list[dict]:
     """Run on an image or a folder; save drawn images and ``predictions.json`` in ``out_dir``
     (with ``heatmap``, also ``<name>_heatmap.jpg``: the class heatmaps over the image).

@@ -48,6 +48,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..builder import load_initial_weights
 from ..config import Config, save_config
 from ..data.check import checked_annotations
 from ..data.coco import CocoDetection, collate, loader_worker_init
@@ -55,7 +56,7 @@ from ..data.errors import DataError
 from ..data.transforms import EvalTransform, TrainTransform
 from ..io import write_text
 from ..losses import CenterNetLoss
-from ..models import create_model
+from ..models import build_model
 from . import distributed
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .distributed import EpochBatchSampler, Process
@@ -218,17 +219,13 @@ class Trainer:
         elif config.model.num_classes != len(self.train_set.class_names):
             raise ValueError(f"model.num_classes is {config.model.num_classes} but {config.data.train_ann} "
                              f"has {len(self.train_set.class_names)} categories")
-        self.model = create_model(config.model.name, **config.model_kwargs())
-        if config.model.pretrained and resume_state is None:  # resuming: the weights come from last.pt
-            from ..weights import load_weights
-            report = load_weights(self.model, config.model.pretrained, num_classes_mismatch="reinit")
-            if report.reinitialized and self.process.is_main:
-                print(report)  # fine-tuning to another class count: say what was re-initialised
-        if config.model.pretrained_backbone and resume_state is None:
-            from ..weights import load_backbone_weights
-            report = load_backbone_weights(self.model, config.model.pretrained_backbone)
-            if self.process.is_main:
-                print(report)  # ImageNet backbone: what loaded, what of the file had no place
+        self.model = build_model(config.model.name, **config.model_kwargs())
+        if resume_state is None:  # resuming: the weights come from last.pt
+            for report in load_initial_weights(self.model, config.model.name, config.model.pretrained,
+                                               config.model.pretrained_backbone, num_classes_mismatch="reinit",
+                                               progress=self.progress):
+                if self.process.is_main:
+                    print(report)  # what loaded (and re-initialised, fine-tuning to another class count)
         if train.sync_bn and self.process.distributed:
             self.model = distributed.convert_sync_batchnorm(self.model, self.device)
         self.model.to(self.device)

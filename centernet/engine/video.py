@@ -16,8 +16,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from ..inference import BaseDetector
 from ..io import output_group
-from .predict import Detector
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm"}
 _FOURCC = {".avi": "MJPG"}  # everything else: MPEG-4 part 2, which OpenCV's own writer always has
@@ -48,7 +48,7 @@ def read_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
         yield cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
 
 
-def predict_video(detector: Detector, source: str | Path | int, out_path: str | Path | None = None,
+def predict_video(detector: BaseDetector, source: str | Path | int, out_path: str | Path | None = None,
                   batch_size: int = 8, progress: bool = True) -> Iterator[dict]:
     """Detect objects in each frame of a video file or camera (an int index); yield one result per frame.
 
@@ -118,7 +118,7 @@ def _open_writer(path: str | Path, fps: float, width: int, height: int) -> cv2.V
     return writer
 
 
-def video_predictions(detector: Detector, source: str | Path | int, out_dir: str | Path,
+def video_predictions(detector: BaseDetector, source: str | Path | int, out_dir: str | Path,
                       batch_size: int = 8, progress: bool = True) -> tuple[Path, list[dict]]:
     """Write ``out_dir/<name>.<suffix>`` (annotated) and ``out_dir/<name>.json`` (detections per
     frame, as ``predict`` writes them for images); returns the video path and the records.

@@ -9,8 +9,17 @@ Offset layout: for kernel tap ``t = i * k + j`` channel ``2t`` is the y (row) of
 the x (column) offset. Paddle's kernel (``ModulatedDeformableIm2col`` in phi) and
 ``torchvision.ops.deform_conv2d`` read offsets in this same interleaved (y, x) order and both
 sample bilinearly with zeros outside the input, so no permutation is needed.
+
+Implementations (``modulated_deform_conv2d``'s ``implementation``, a deformable layer's attribute
+of that name): ``"torchvision"`` (the reference op), ``"gather"`` (the same numbers as a weighted
+gather and a matmul, faster on CPU) and ``"onnx"``, the export form: while ``torch.onnx.export``
+traces, one ONNX ``DeformConv`` node (opset 19); otherwise the gather path. Under ONNX export the
+gather path writes its fused ``embedding_bag`` as Gather, Mul and ReduceSum, standard ONNX for
+runtimes without ``DeformConv``. :func:`deform_conv_implementation` sets the implementation of every
+deformable layer of a model for a ``with`` block (``centernet.export`` picks the export form so).
 """
 
+import contextlib
 import functools
 import math
 
@@ -19,7 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-__all__ = ["DeformConv2d", "modulated_deform_conv2d", "gather_deform_conv2d"]
+__all__ = ["DeformConv2d", "DeformableLayer", "IMPLEMENTATIONS", "deform_conv_implementation",
+           "modulated_deform_conv2d", "gather_deform_conv2d"]
+
+IMPLEMENTATIONS = ("auto", "torchvision", "gather", "onnx")
 
 
 def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=0, dilation=1,
@@ -32,10 +44,18 @@ def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, paddin
         mask: ``[B, k*k, H_out, W_out]`` modulation (already through the sigmoid).
         weight: ``[C_out, C_in / groups, k, k]``; bias ``[C_out]`` or None.
         implementation: ``"torchvision"`` (the reference op), ``"gather"`` (:func:`gather_deform_conv2d`,
-            the same numbers faster on CPU, and exportable to ONNX) or ``"auto"``: gather for float
-            CPU tensors without groups and during ONNX export, torchvision otherwise.
+            the same numbers faster on CPU, and exportable to ONNX), ``"onnx"`` (one ONNX
+            ``DeformConv`` node when exported, the gather path otherwise) or ``"auto"``: gather for
+            float CPU tensors without groups and during ONNX export, torchvision otherwise.
     Returns ``[B, C_out, H_out, W_out]``.
     """
+    if implementation == "onnx":
+        if torch.onnx.is_in_onnx_export():
+            if bias is None:  # ONNX's DeformConv takes its optional bias before the mask: give zeros
+                bias = torch.zeros_like(weight[:, 0, 0, 0])
+            return _OnnxDeformConv.apply(x, offset, mask, weight, bias, _pair(stride), _pair(padding),
+                                         _pair(dilation))
+        implementation = "gather"
     if implementation == "auto":
         # torchvision's op has no ONNX export; the gather path exports to standard ONNX ops
         use_gather = torch.onnx.is_in_onnx_export() or (
@@ -48,11 +68,27 @@ def modulated_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, paddin
         return deform_conv2d(x, offset, weight, bias, stride=stride, padding=padding,
                              dilation=dilation, mask=mask)
     raise ValueError(f"unknown deformable conv implementation {implementation!r}; "
-                     "use 'auto', 'gather' or 'torchvision'")
+                     f"use one of {', '.join(IMPLEMENTATIONS)}")
 
 
 def _pair(value):
     return (value, value) if isinstance(value, int) else tuple(value)
+
+
+class _OnnxDeformConv(torch.autograd.Function):
+    """The modulated deformable conv as one ONNX ``DeformConv`` node (opset 19); computes the gather
+    path while the exporter traces. No backward: the export form is for inference only."""
+
+    @staticmethod
+    def forward(ctx, x, offset, mask, weight, bias, stride, padding, dilation):
+        return gather_deform_conv2d(x, offset, mask, weight, bias, stride, padding, dilation)
+
+    @staticmethod
+    def symbolic(g, x, offset, mask, weight, bias, stride, padding, dilation):
+        # ONNX's input order is X, W, offset, B, mask; kernel_shape is read from W
+        return g.op("DeformConv", x, weight, offset, bias, mask, strides_i=list(stride),
+                    pads_i=[padding[0], padding[1], padding[0], padding[1]],
+                    dilations_i=list(dilation), group_i=1, offset_group_i=1)
 
 
 # Output pixels per im2col block when no gradient is needed: a block's columns (2.4 MB at 64
@@ -91,8 +127,11 @@ def gather_deform_conv2d(x, offset, mask, weight, bias=None, stride=1, padding=0
 
     def columns(start, end):  # im2col rows of output pixels [start, end): [end - start, k*k*C_in]
         taps_slice = slice(start * taps, end * taps)
-        gathered = F.embedding_bag(index[taps_slice], table, mode="sum",
-                                   per_sample_weights=weights[taps_slice])
+        if torch.onnx.is_in_onnx_export():  # ONNX has no fused form: Gather, Mul, ReduceSum
+            gathered = (table[index[taps_slice]] * weights[taps_slice, :, None]).sum(1)  # [taps, C_in]
+        else:
+            gathered = F.embedding_bag(index[taps_slice], table, mode="sum",
+                                       per_sample_weights=weights[taps_slice])
         return gathered.view(end - start, taps * channels)
 
     pixels = batch * out_h * out_w
@@ -151,7 +190,36 @@ def _bilinear_taps(offset, mask, input_size, kernel_size, stride, padding, dilat
     return torch.stack(index, dim=-1).view(-1, 4), torch.stack(weights, dim=-1).view(-1, 4)
 
 
-class DeformConv2d(nn.Module):
+class DeformableLayer:
+    """A layer that runs :func:`modulated_deform_conv2d`, with the ``implementation`` it passes
+    (``"auto"`` unless set, on the class or on one layer); :func:`deform_conv_implementation` finds
+    a model's deformable layers by this class."""
+
+    implementation = "auto"
+
+
+@contextlib.contextmanager
+def deform_conv_implementation(model: nn.Module, implementation: str):
+    """Inside the block every :class:`DeformableLayer` of ``model`` runs ``implementation`` (one of
+    :data:`IMPLEMENTATIONS`); afterwards each has its own again."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"unknown deformable conv implementation {implementation!r}; "
+                         f"use one of {', '.join(IMPLEMENTATIONS)}")
+    layers = [module for module in model.modules() if isinstance(module, DeformableLayer)]
+    own = [layer.__dict__.get("implementation") for layer in layers]  # None: the class's
+    for layer in layers:
+        layer.implementation = implementation
+    try:
+        yield
+    finally:
+        for layer, implementation in zip(layers, own):
+            if implementation is None:
+                del layer.implementation
+            else:
+                layer.implementation = implementation
+
+
+class DeformConv2d(DeformableLayer, nn.Module):
     """Modulated deformable 3x3 (or k x k) convolution with its own offset/mask predictor.
 
     Args:
@@ -165,8 +233,6 @@ class DeformConv2d(nn.Module):
     Attribute ``implementation`` picks the kernel (see :func:`modulated_deform_conv2d`); the
     default ``"auto"`` uses the gather path on CPU and torchvision's op elsewhere.
     """
-
-    implementation = "auto"
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=None,
                  dilation=1, groups=1, bias=True):

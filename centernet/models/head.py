@@ -30,27 +30,24 @@ class CenterNetHead(nn.Module):
 
     ``forward(features [B, C, H/4, W/4])`` returns a dict:
     ``heatmap [B, num_classes, H/4, W/4]`` class LOGITS (no sigmoid: the loss and the decoder apply
-    it), ``wh [B, 2, H/4, W/4]`` box width and height in output pixels (``[B, 4, ...]`` left, top,
-    right, bottom distances with ``regress_ltrb``), ``offset [B, 2, H/4, W/4]`` sub-pixel center
-    offset (x, y). The size branch keeps Paddle's module name ``size`` so weights map one to one.
+    it), ``wh [B, 2, H/4, W/4]`` box width and height in output pixels, ``offset [B, 2, H/4, W/4]``
+    sub-pixel center offset (x, y). The size branch keeps Paddle's module name ``size`` so weights map one to one.
 
     The heatmap's last bias starts at ``prior_bias`` (-2.19 = -log((1 - 0.1) / 0.1), a prior
     foreground probability of 0.1) so the focal loss starts stable.
     """
 
-    def __init__(self, in_channels, num_classes=80, head_planes=256, prior_bias=-2.19,
-                 regress_ltrb=False):
+    def __init__(self, in_channels, num_classes=80, head_planes=256, prior_bias=-2.19):
         super().__init__()
         self.num_classes = num_classes
-        self.regress_ltrb = regress_ltrb
         self.heatmap = _branch(in_channels, head_planes, num_classes)
         nn.init.constant_(self.heatmap[2].conv.bias, prior_bias)
-        self.size = _branch(in_channels, head_planes, 4 if regress_ltrb else 2)
+        self.size = _branch(in_channels, head_planes, 2)
         self.offset = _branch(in_channels, head_planes, 2)
 
     def forward(self, features):
         return {
             "heatmap": self.heatmap(features),  # [B, num_classes, H/4, W/4] logits
-            "wh": self.size(features),  # [B, 2 (or 4), H/4, W/4]
+            "wh": self.size(features),  # [B, 2, H/4, W/4]
             "offset": self.offset(features),  # [B, 2, H/4, W/4]
         }

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .loading import WeightsMismatchError, _listing, _problems, read_weights, torch_layout
+from .loading import WeightsMismatchError, key_listing, key_problems, read_weights
 
 __all__ = ["BackboneReport", "load_backbone_weights", "match_keys"]
 
@@ -45,7 +45,7 @@ class BackboneReport:
     def __str__(self):
         line = f"{self.path}: loaded {self.loaded} backbone tensors ({self.source} format)"
         if self.dropped:
-            line += f"; dropped {len(self.dropped)} entries with no place in the backbone ({_listing(self.dropped)})"
+            line += f"; dropped {len(self.dropped)} entries with no place in the backbone ({key_listing(self.dropped)})"
         if self.kept:
             line += f"; {len(self.kept)} deformable-conv offset tensors not in the file keep their zero start"
         return line
@@ -84,11 +84,11 @@ def load_backbone_weights(model: nn.Module, path) -> BackboneReport:
     matched = {k: found[f"backbone.{k}"] for k in wanted if f"backbone.{k}" in found}
     kept = [k for k in wanted if k not in matched and _DETECTOR_ONLY.search(k)]
     missing = [k for k in wanted if k not in matched and k not in kept]
-    values = torch_layout(backbone, source, {k: weights[w] for k, w in matched.items()})
+    values = {k: weights[w] for k, w in matched.items()}
     mismatched = [f"{k}: file {list(values[k].shape)} vs model {list(target[k].shape)}"
                   for k in matched if values[k].shape != target[k].shape]
     ambiguous = [w for w, uses in Counter(matched.values()).items() if uses > 1]
-    problems = _problems(("missing", missing), ("shape mismatch", mismatched), ("matching several keys", ambiguous))
+    problems = key_problems(("missing", missing), ("shape mismatch", mismatched), ("matching several keys", ambiguous))
     if problems:
         raise WeightsMismatchError(f"{path}: does not fit the {type(backbone).__name__} backbone "
                                    f"({source} format), nothing loaded: {problems}")

@@ -3,8 +3,7 @@
     convert_weights("centernet_dla34_140e_coco.pdparams", "dla34.safetensors", model="centernet_dla34")
 
 The file is read like :func:`~centernet.weights.load_weights` reads it (the restricted unpickler or
-``torch.load(weights_only=True)``), its keys mapped to our names and laid out as PyTorch lays them
-out; with a model the weights must fit it strictly, else nothing is written. The output holds the
+``torch.load(weights_only=True)``), its keys mapped to our names; with a model the weights must fit it strictly, else nothing is written. The output holds the
 source format, the input's file name and the model (when known) in its header, and is written
 atomically (a temporary file renamed into place).
 """
@@ -14,11 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
-from .loading import _listing, load_state, read_weights, torch_layout
-from .pdparams import WeightsError
+from .loading import load_state, read_weights
 from .safetensors_io import SUFFIX, write_safetensors
 
 __all__ = ["Converted", "convert_weights"]
@@ -38,11 +35,6 @@ class Converted:
         return f"{self.path}: {self.tensors} tensors ({self.source} format -> safetensors){checked}"
 
 
-def _paddle_matrices(source: str, weights: dict[str, torch.Tensor]) -> list[str]:
-    """2-D Paddle weights: Linear layers stored [in, out], which only the model can tell."""
-    return [k for k, v in weights.items() if source == "paddle" and v.ndim == 2 and k.endswith("weight")]
-
-
 def convert_weights(in_path, out_path, model: nn.Module | str | None = None, num_classes: int = 80) -> Converted:
     """Write the weights of ``in_path`` to the safetensors file ``out_path`` (our key names).
 
@@ -56,15 +48,11 @@ def convert_weights(in_path, out_path, model: nn.Module | str | None = None, num
     source, weights = read_weights(in_path)
     metadata = {"format": "centernet", "source": source, "source_file": in_path.name}
     if isinstance(model, str):
-        from ..models import create_model
+        from ..models import build_model
 
         metadata.update(model=model, num_classes=str(num_classes))
-        model = create_model(model, num_classes=num_classes)
+        model = build_model(model, num_classes=num_classes)
     if model is not None:
-        weights = torch_layout(model, source, weights)
         load_state(model, weights, source, in_path)  # strict: raises before anything is written
-    elif matrices := _paddle_matrices(source, weights):
-        raise WeightsError(f"{in_path}: {len(matrices)} 2-D weights ({_listing(matrices)}) may be Linear layers "
-                           f"in Paddle's [in, out] layout; give the model (--model NAME) to convert them")
     write_safetensors(out_path, weights, metadata)
     return Converted(out_path, source, len(weights), metadata)

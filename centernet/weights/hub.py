@@ -1,9 +1,9 @@
 """Zoo weights by name: PaddleDetection's published CenterNet ``.pdparams``, downloaded once into a cache.
 
     path = zoo_weights("centernet_dla34")        # ~/.cache/centernet/centernet_dla34_140e_coco.pdparams
-    model = create_model("centernet_dla34", pretrained=True)
+    model = centernet.create_model("centernet_dla34", pretrained=True)
     path = backbone_weights("centernet_dla34")   # the ImageNet backbone the row was trained from
-    model = create_model("centernet_dla34", pretrained_backbone=True)
+    model = centernet.create_model("centernet_dla34", pretrained_backbone=True)
 
 The cache is ``$CENTERNET_HOME`` or ``~/.cache/centernet``. A download goes to a temporary file
 beside its destination and is renamed into place only after its size (and SHA-256, when known)

@@ -24,8 +24,8 @@ from .mapping import looks_original, original_key, paddle_key, strip_prefix
 from .pdparams import UnsafeWeightsError, WeightsError, WeightsFormatError, read_pdparams
 from .safetensors_io import implausible_header, is_safetensors, read_safetensors
 
-__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights", "load_state", "torch_layout",
-           "head_kwargs"]
+__all__ = ["WeightsMismatchError", "LoadReport", "read_weights", "load_weights", "load_state", "head_kwargs",
+           "key_listing", "key_problems"]
 
 # The first pickle of a pre-1.6 torch.save file is this magic number (protocol 2, LONG1 of 10 bytes).
 _LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -53,8 +53,8 @@ class LoadReport:
 
     def problems(self) -> str:
         """The missing, unexpected and mis-shaped keys, listed ('' when there are none)."""
-        return _problems(("missing", self.missing), ("unexpected", self.unexpected),
-                         ("shape mismatch", self.mismatched))
+        return key_problems(("missing", self.missing), ("unexpected", self.unexpected),
+                            ("shape mismatch", self.mismatched))
 
     def __str__(self):
         problems = self.problems()
@@ -64,12 +64,13 @@ class LoadReport:
                 + (f"; {problems}" if problems else "") + reinit)
 
 
-def _problems(*labelled: tuple[str, list[str]]) -> str:
+def key_problems(*labelled: tuple[str, list[str]]) -> str:
     """``"3 missing: a, b, c; 1 shape mismatch: ..."`` for the non-empty (label, keys) pairs."""
-    return "; ".join(f"{len(keys)} {label}: {_listing(keys)}" for label, keys in labelled if keys)
+    return "; ".join(f"{len(keys)} {label}: {key_listing(keys)}" for label, keys in labelled if keys)
 
 
-def _listing(keys):
+def key_listing(keys: list[str]) -> str:
+    """The first keys, comma-separated, and how many more there are: ``"a, b, ... (40 more)"``."""
     shown = ", ".join(keys[:_SHOWN])
     return shown + (f", ... ({len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
 
@@ -93,9 +94,9 @@ def read_weights(path) -> tuple[str, dict[str, torch.Tensor]]:
     checkpoint: ``{"epoch", "state_dict"}``, optional ``module.`` prefix), ``"centernet"`` (our
     checkpoint ``{"model", "ema", ...}``, the EMA weights when present, or a plain state dict) or
     ``"safetensors"`` (a file of ``centernet convert``: our names, PyTorch layout). Keys are already
-    mapped to our names; entries with no place in a detector are dropped. Paddle's Linear weights
-    keep Paddle's [in, out] layout (:func:`torch_layout` turns them, given the model). Weights
-    holding NaN or infinite values are refused (:class:`WeightsFormatError` naming them).
+    mapped to our names; entries with no place in a detector are dropped. Paddle lays out
+    convolution and BatchNorm tensors as PyTorch does, and our models have no other layers, so the
+    tensors are used as the file holds them. Weights holding NaN or infinite values are refused (:class:`WeightsFormatError` naming them).
     """
     path = Path(path)
     if path.is_dir():
@@ -145,11 +146,6 @@ def head_kwargs(weights: dict[str, torch.Tensor]) -> dict[str, int]:
     return kwargs
 
 
-def _linear_weights(model: nn.Module) -> set[str]:
-    return {f"{name}.weight" if name else "weight" for name, module in model.named_modules()
-            if isinstance(module, nn.Linear)}
-
-
 def _heatmap_classifier(model: nn.Module, weights: dict, target: dict) -> list[str]:
     """The keys of the heatmap head's last conv when only its class count differs from the file's."""
     num_classes = getattr(model, "num_classes", None)
@@ -181,21 +177,13 @@ def load_weights(model: nn.Module, path, strict: bool = True, num_classes_mismat
     """
     path = Path(path)
     source, weights = read_weights(path)
-    return load_state(model, torch_layout(model, source, weights), source, path, strict, num_classes_mismatch)
-
-
-def torch_layout(model: nn.Module, source: str, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``weights`` as PyTorch lays them out for ``model``: Paddle stores Linear weights [in, out]."""
-    if source != "paddle":
-        return weights
-    linear = _linear_weights(model) & weights.keys()
-    return {k: v.t() if k in linear else v for k, v in weights.items()}
+    return load_state(model, weights, source, path, strict, num_classes_mismatch)
 
 
 def load_state(model: nn.Module, weights: dict[str, torch.Tensor], source: str, path, strict: bool = True,
                num_classes_mismatch: str = "error") -> LoadReport:
-    """:func:`load_weights` for weights already read and in PyTorch layout (``source`` and ``path``
-    name them in the report and errors)."""
+    """:func:`load_weights` for weights already read (``source`` and ``path`` name them in the
+    report and errors)."""
     if num_classes_mismatch not in ("error", "reinit"):
         raise ValueError(f"num_classes_mismatch must be 'error' or 'reinit', got {num_classes_mismatch!r}")
     target = model.state_dict()

@@ -2,7 +2,7 @@
 
 Our zoo models keep PaddleDetection's module names (``backbone.``, ``neck.``, ``head.``,
 ``conv_offset`` / ``conv_dcn`` for DCNv2 ...), so for Paddle files only the BatchNorm statistics are
-renamed and Linear weights transposed. The original CenterNet (xingyizhou/CenterNet, DLA-34 "DLASeg")
+renamed (Paddle lays out conv and BatchNorm tensors as PyTorch does). The original CenterNet (xingyizhou/CenterNet, DLA-34 "DLASeg")
 names its layers differently; :func:`original_key` translates them.
 
 Each function maps ONE key and returns ``None`` for entries that have no place in our model

@@ -20,7 +20,7 @@ import pytest
 import torch
 from reference_env import MODELS, run_reference
 
-from centernet.models import create_model
+from centernet import create_model
 from centernet.weights import load_backbone_weights
 
 pytestmark = pytest.mark.paddle

@@ -62,39 +62,55 @@ MOBILENET_V1_BLOCKS = (
 )
 
 
-class MobileNetV1(nn.Module):
-    """MobileNetV1: ``forward(images)`` -> the outputs of the separable blocks in ``feature_maps``
-    (1-based; CenterNet uses ``[3, 5, 11, 13]``: strides 4, 8, 16, 32)."""
+class _NumberedBlocks(nn.Module):
+    """A stride-2 stem ``conv1``, then blocks numbered as Paddle numbers them (from ``first``);
+    ``forward(images)`` returns the outputs of the blocks numbered in ``feature_maps``, whose
+    ``out_channels`` and ``strides`` it records."""
 
-    def __init__(self, scale=1.0, feature_maps=(4, 6, 13)):
+    def __init__(self, family, feature_maps, first, count):
         super().__init__()
         self.feature_maps = list(feature_maps)
-        _check_feature_maps("MobileNetV1", self.feature_maps, range(1, len(MOBILENET_V1_BLOCKS) + 1))
-        in_channels = int(32 * scale)
-        self.conv1 = ConvBNLayer(3, in_channels, 3, stride=2)
-        self.block_names = []
-        self.out_channels, self.strides = [], []
-        stride = 2
-        for index, (name, dw_channels, out_channels, block_stride) in enumerate(
-                MOBILENET_V1_BLOCKS, start=1):
-            # Paddle scales the depthwise width and its groups separately; equal for real scales
-            self.add_module(name, DepthwiseSeparable(in_channels, int(dw_channels * scale),
-                                                     int(out_channels * scale),
-                                                     int(dw_channels * scale), block_stride))
-            self.block_names.append(name)
-            in_channels, stride = int(out_channels * scale), stride * block_stride
-            if index in self.feature_maps:
-                self.out_channels.append(in_channels)
-                self.strides.append(stride)
+        valid = range(first, first + count)
+        if not self.feature_maps or not set(self.feature_maps) <= set(valid):
+            raise ValueError(f"{family}: feature_maps {self.feature_maps} must be non-empty block numbers "
+                             f"in {min(valid)}..{max(valid)}")
+        self.first = first
+        self.block_names, self.out_channels, self.strides = [], [], []
+        self._stride = 2  # the stem's
+
+    def add_block(self, name, block, out_channels, stride):
+        """Append ``block`` (module name ``name``) with its output width and stride."""
+        self.add_module(name, block)
+        self.block_names.append(name)
+        self._stride *= stride
+        if self.first + len(self.block_names) - 1 in self.feature_maps:
+            self.out_channels.append(out_channels)
+            self.strides.append(self._stride)
 
     def forward(self, images):
-        x = self.conv1(images)  # [B, 32, H/2, W/2]
+        x = self.conv1(images)  # [B, C, H/2, W/2]
         outs = []
-        for index, name in enumerate(self.block_names, start=1):
+        for index, name in enumerate(self.block_names, start=self.first):
             x = getattr(self, name)(x)
             if index in self.feature_maps:
                 outs.append(x)
         return outs
+
+
+class MobileNetV1(_NumberedBlocks):
+    """MobileNetV1: ``forward(images)`` -> the outputs of the separable blocks in ``feature_maps``
+    (1-based; CenterNet uses ``[3, 5, 11, 13]``: strides 4, 8, 16, 32)."""
+
+    def __init__(self, scale=1.0, feature_maps=(4, 6, 13)):
+        super().__init__("MobileNetV1", feature_maps, 1, len(MOBILENET_V1_BLOCKS))
+        in_channels = int(32 * scale)
+        self.conv1 = ConvBNLayer(3, in_channels, 3, stride=2)
+        for name, dw_channels, out_channels, block_stride in MOBILENET_V1_BLOCKS:
+            # Paddle scales the depthwise width and its groups separately; equal for real scales
+            self.add_block(name, DepthwiseSeparable(in_channels, int(dw_channels * scale), int(out_channels * scale),
+                                                    int(dw_channels * scale), block_stride),
+                           int(out_channels * scale), block_stride)
+            in_channels = int(out_channels * scale)
 
 
 def make_divisible(value, divisor=8, min_value=None):
@@ -152,70 +168,41 @@ class ResidualUnit(nn.Module):
         return x + out if self.use_shortcut else out
 
 
-# kernel, expanded channels, output channels, squeeze-excitation, activation, stride
+# kernel, expanded channels, output channels, squeeze-excitation, activation, stride; three blocks a
+# line, the first is conv2
 MOBILENET_V3_BLOCKS = {
     "large": (
-        (3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2),
-        (3, 72, 24, False, "relu", 1), (5, 72, 40, True, "relu", 2),
-        (5, 120, 40, True, "relu", 1), (5, 120, 40, True, "relu", 1),
-        (3, 240, 80, False, "hard_swish", 2), (3, 200, 80, False, "hard_swish", 1),
-        (3, 184, 80, False, "hard_swish", 1), (3, 184, 80, False, "hard_swish", 1),
-        (3, 480, 112, True, "hard_swish", 1), (3, 672, 112, True, "hard_swish", 1),
-        (5, 672, 160, True, "hard_swish", 2), (5, 960, 160, True, "hard_swish", 1),
-        (5, 960, 160, True, "hard_swish", 1),
+        (3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2), (3, 72, 24, False, "relu", 1),
+        (5, 72, 40, True, "relu", 2), (5, 120, 40, True, "relu", 1), (5, 120, 40, True, "relu", 1),
+        (3, 240, 80, False, "hard_swish", 2), (3, 200, 80, False, "hard_swish", 1), (3, 184, 80, False, "hard_swish", 1),
+        (3, 184, 80, False, "hard_swish", 1), (3, 480, 112, True, "hard_swish", 1), (3, 672, 112, True, "hard_swish", 1),
+        (5, 672, 160, True, "hard_swish", 2), (5, 960, 160, True, "hard_swish", 1), (5, 960, 160, True, "hard_swish", 1),
     ),
     "small": (
-        (3, 16, 16, True, "relu", 2), (3, 72, 24, False, "relu", 2),
-        (3, 88, 24, False, "relu", 1), (5, 96, 40, True, "hard_swish", 2),
-        (5, 240, 40, True, "hard_swish", 1), (5, 240, 40, True, "hard_swish", 1),
-        (5, 120, 48, True, "hard_swish", 1), (5, 144, 48, True, "hard_swish", 1),
-        (5, 288, 96, True, "hard_swish", 2), (5, 576, 96, True, "hard_swish", 1),
-        (5, 576, 96, True, "hard_swish", 1),
+        (3, 16, 16, True, "relu", 2), (3, 72, 24, False, "relu", 2), (3, 88, 24, False, "relu", 1),
+        (5, 96, 40, True, "hard_swish", 2), (5, 240, 40, True, "hard_swish", 1), (5, 240, 40, True, "hard_swish", 1),
+        (5, 120, 48, True, "hard_swish", 1), (5, 144, 48, True, "hard_swish", 1), (5, 288, 96, True, "hard_swish", 2),
+        (5, 576, 96, True, "hard_swish", 1), (5, 576, 96, True, "hard_swish", 1),
     ),
 }
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(_NumberedBlocks):
     """MobileNetV3 large or small: ``forward(images)`` -> the outputs of blocks ``conv{n}`` for n in
     ``feature_maps`` (CenterNet: large ``[4, 7, 13, 16]``, strides 4..32; small ``[4, 9, 12]``,
     strides 8, 16, 32)."""
 
     def __init__(self, model_name="large", scale=1.0, feature_maps=(6, 12, 15)):
-        super().__init__()
         if model_name not in MOBILENET_V3_BLOCKS:
             raise ValueError(f"MobileNetV3: model_name {model_name!r} must be one of "
                              f"{sorted(MOBILENET_V3_BLOCKS)}")
         blocks = MOBILENET_V3_BLOCKS[model_name]
-        self.feature_maps = list(feature_maps)
-        _check_feature_maps("MobileNetV3", self.feature_maps, range(2, len(blocks) + 2))
+        super().__init__("MobileNetV3", feature_maps, 2, len(blocks))
         in_channels = make_divisible(16 * scale)
         self.conv1 = ConvBN(3, in_channels, 3, stride=2, act="hard_swish")
-        self.block_names = []
-        self.out_channels, self.strides = [], []
-        stride = 2
-        for index, (kernel, expanded, out_channels, use_se, act, block_stride) in enumerate(
-                blocks, start=2):
+        for index, (kernel, expanded, out_channels, use_se, act, block_stride) in enumerate(blocks, start=2):
             out_channels = make_divisible(scale * out_channels)
-            self.add_module(f"conv{index}", ResidualUnit(
-                in_channels, make_divisible(scale * expanded), out_channels, kernel,
-                block_stride, use_se, act))
-            self.block_names.append(f"conv{index}")
-            in_channels, stride = out_channels, stride * block_stride
-            if index in self.feature_maps:
-                self.out_channels.append(out_channels)
-                self.strides.append(stride)
-
-    def forward(self, images):
-        x = self.conv1(images)  # [B, 16, H/2, W/2]
-        outs = []
-        for index, name in enumerate(self.block_names, start=2):
-            x = getattr(self, name)(x)
-            if index in self.feature_maps:
-                outs.append(x)
-        return outs
-
-
-def _check_feature_maps(family, feature_maps, valid):
-    if not feature_maps or not set(feature_maps) <= set(valid):
-        raise ValueError(f"{family}: feature_maps {feature_maps} must be non-empty block numbers "
-                         f"in {min(valid)}..{max(valid)}")
+            self.add_block(f"conv{index}", ResidualUnit(in_channels, make_divisible(scale * expanded), out_channels,
+                                                        kernel, block_stride, use_se, act),
+                           out_channels, block_stride)
+            in_channels = out_channels

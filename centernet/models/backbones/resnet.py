@@ -23,7 +23,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from ..deform_conv import modulated_deform_conv2d
+from ..deform_conv import DeformableLayer, modulated_deform_conv2d
 from ..layers import paddle_default_init_
 
 __all__ = ["ResNet", "BottleNeck", "ConvNormLayer"]
@@ -31,7 +31,7 @@ __all__ = ["ResNet", "BottleNeck", "ConvNormLayer"]
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
-class ConvNormLayer(nn.Module):
+class ConvNormLayer(DeformableLayer, nn.Module):
     """Conv (or DCNv2) + BatchNorm + optional ReLU, named as Paddle's ResNet ``ConvNormLayer``.
 
     It differs from :class:`centernet.models.layers.ConvNormLayer` (the neck's) as Paddle's two
@@ -70,7 +70,8 @@ class ConvNormLayer(nn.Module):
             taps = offset_mask.shape[1] // 3
             offset, mask = offset_mask.split([2 * taps, taps], dim=1)
             x = modulated_deform_conv2d(x, offset, torch.sigmoid(mask), self.conv.weight,
-                                        stride=self.conv.stride, padding=self.conv.padding)
+                                        stride=self.conv.stride, padding=self.conv.padding,
+                                        implementation=self.implementation)
         else:
             x = self.conv(x)
         x = self.norm(x)
