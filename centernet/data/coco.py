@@ -16,7 +16,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 import torch
 from pycocotools.coco import COCO
@@ -274,16 +273,6 @@ def pad_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
     for i, image in enumerate(images):
         batch[i, :, :image.shape[1], :image.shape[2]] = image
     return batch
-
-
-def loader_worker_init(worker_id: int) -> None:
-    """``worker_init_fn`` of every DataLoader over our data sets: one thread per worker process.
-
-    PyTorch already gives each worker one intra-op thread, but OpenCV's own pool (warpAffine,
-    cvtColor, resize) defaults to one thread per core in every worker, so 2 workers beside a
-    2-thread training process put 6 busy threads on 2 cores; the training step's OpenMP barriers
-    then wait for descheduled threads (see docs/benchmarks.md, training throughput)."""
-    cv2.setNumThreads(1)
 
 
 def collate(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:

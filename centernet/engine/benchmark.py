@@ -191,7 +191,7 @@ def measure_pipeline(model_name: str = "centernet_dla34", input_size: tuple[int,
     from torch.utils.data import DataLoader
 
     from ..config import Config
-    from ..data.coco import collate, loader_worker_init
+    from ..data.coco import collate
     from .trainer import Trainer
 
     if threads:
@@ -206,7 +206,7 @@ def measure_pipeline(model_name: str = "centernet_dla34", input_size: tuple[int,
         trainer = Trainer(config, Path(folder) / "run", progress=False)
         workers = config.data.workers
         loader = DataLoader(trainer.train_set, batch_size=batch_size, shuffle=True, num_workers=workers,
-                            collate_fn=collate, persistent_workers=workers > 0, worker_init_fn=loader_worker_init)
+                            collate_fn=collate, persistent_workers=workers > 0)
         batches = iter(loader)
         first = next(batches)  # worker start-up is not part of the rate
         remaining = len(loader) - 1

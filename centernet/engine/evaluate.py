@@ -10,7 +10,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from ..data.coco import CocoDetection, coco_from_dict, loader_worker_init
+from ..data.coco import CocoDetection, coco_from_dict
 from ..inference import BaseDetector
 from ..io import output_group
 
@@ -46,7 +46,7 @@ def evaluate(detector: BaseDetector, dataset: CocoDetection, batch_size: int = 4
         raise ValueError(f"{dataset.ann_file}: {len(dataset.cat_ids)} categories, fewer than the model's "
                          f"{len(detector.class_names)} classes; evaluate it on a data set of its classes")
     loader = DataLoader(_OriginalImages(dataset), batch_size=batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=_as_lists, worker_init_fn=loader_worker_init)
+                        collate_fn=_as_lists)
     detections = []
     for image_ids, images in tqdm(loader, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
         for image_id, result in zip(image_ids, detector.detect_images(images)):

@@ -51,7 +51,7 @@ from tqdm import tqdm
 from ..builder import load_initial_weights
 from ..config import Config, save_config
 from ..data.check import checked_annotations
-from ..data.coco import CocoDetection, collate, loader_worker_init
+from ..data.coco import CocoDetection, collate
 from ..data.errors import DataError
 from ..data.transforms import EvalTransform, TrainTransform
 from ..io import write_text
@@ -325,8 +325,7 @@ class Trainer:
         self.train_set.set_epoch(epoch)
         sampler = self._sampler(epoch, start_step)
         loader = DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.config.data.workers,
-                            collate_fn=collate, worker_init_fn=loader_worker_init,
-                            generator=torch.Generator().manual_seed(train.seed * 100_003 + epoch))
+                            collate_fn=collate, generator=torch.Generator().manual_seed(train.seed * 100_003 + epoch))
         totals = dict(totals or {name: 0.0 for name in [*LOSS_NAMES, "images", "steps", "seconds"]})
         steps = start_step + len(sampler.plan)
         bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{train.epochs}",
