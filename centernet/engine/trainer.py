@@ -58,6 +58,7 @@ from ..io import write_text
 from ..losses import CenterNetLoss
 from ..models import build_model
 from . import distributed
+from .allocator import keep_freed_memory
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .distributed import EpochBatchSampler, Process
 from .evaluate import METRIC_NAMES, evaluate, format_metrics
@@ -206,6 +207,8 @@ class Trainer:
         self.tensorboard = tensorboard_wanted(train.tensorboard)
         self.board: TensorBoardLogger | None = None  # open during fit, in the main process
         self.process, self.device = distributed.init_distributed(_train_device(train))
+        if self.device.type == "cpu":
+            keep_freed_memory()  # no page-fault churn from the steps' large activations (allocator.py)
         self.progress = progress and self.process.is_main
         if not self.process.is_main:
             warnings.filterwarnings("ignore", category=UserWarning)  # rank 0 tells the user once
