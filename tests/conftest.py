@@ -6,6 +6,8 @@ only from here (``from conftest import ...`` for the plain helpers; pytest hands
   files as PaddleDetection publishes them (:func:`imagenet_file`), pickles that run code;
 - models whose outputs are spread out as trained ones are (:func:`lively`), images to run them on,
   and detections compared by value (:func:`assert_same_detections`);
+- COCO metrics computed from a detections file on their own (:func:`coco_stats`), to check the
+  figures ``eval`` and ``train`` report;
 - a full disk (``full_disk``).
 """
 
@@ -44,6 +46,24 @@ def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     generate_dataset(root, num_train=8, num_val=4, seed=0, min_side=96, max_side=160, max_objects=4)
     return root
+
+
+def coco_stats(ann_file, detections) -> dict[str, float]:
+    """AP and AP50 of ``detections`` (COCO result dicts) against ``ann_file``, by pycocotools
+    directly: the figures that ``eval``/``train`` report must be these."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        truth = COCO(str(ann_file))
+        evaluator = COCOeval(truth, truth.loadRes(list(detections)), "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {"AP": max(float(evaluator.stats[0]), 0.0), "AP50": max(float(evaluator.stats[1]), 0.0)}
 
 
 def tiny_config(data_dir, epochs=2) -> Config:

@@ -18,7 +18,7 @@ from centernet.engine.checkpoint import save_checkpoint
 from centernet.engine.evaluate import evaluate
 from centernet.engine.predict import Detector
 from centernet.nms import merge_detections, soft_nms
-from conftest import MODEL, bright_extent, scene_with_rectangle
+from conftest import MODEL, bright_extent, coco_stats, scene_with_rectangle
 
 NUM_CLASSES = 7
 
@@ -116,7 +116,7 @@ def test_evaluation_runs_the_detector_on_the_images(data_dir):  # noqa: F811
     detector = Detector(random_model(), input_size=(64, 64), keep_res=False, scales=(0.75, 1), device="cpu")
     dataset = CocoDetection(data_dir / "val/images", data_dir / "val/annotations.json", detector.transform)
     metrics, detections = evaluate(detector, dataset, batch_size=3, progress=False)
-    assert 0 <= metrics["AP"] <= 1
+    assert metrics["AP"] == pytest.approx(coco_stats(data_dir / "val/annotations.json", detections)["AP"], abs=1e-9)
     results = detector([dataset.image_path(i) for i in range(len(dataset))], batch_size=3)
     expected = [(dataset.image_ids[i], dataset.cat_ids[label], score)
                 for i, result in enumerate(results)
@@ -323,8 +323,10 @@ def test_cli_eval_and_predict_with_scales(checkpoint, data_dir, tmp_path, capsys
     assert main(["eval", "--weights", str(checkpoint), "--data", str(data_dir), "--scales", "0.75,1", "--flip",
                  "--device", "cpu", "--out", str(out)]) == 0
     metrics = json.loads((out / "eval.json").read_text())
-    assert 0 <= metrics["AP"] <= 1 and "AP50" in capsys.readouterr().out
+    assert "AP50" in capsys.readouterr().out
     detections = json.loads((out / "detections.json").read_text())
+    expected = coco_stats(data_dir / "val/annotations.json", detections)
+    assert (metrics["AP"], metrics["AP50"]) == pytest.approx((expected["AP"], expected["AP50"]), abs=1e-9)
     per_image = np.bincount([d["image_id"] for d in detections])
     assert per_image.max() <= 100 and len(detections) > 0
 
