@@ -356,7 +356,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                            score_threshold=args.score_threshold)
     detector = _backend_detector(args, score_threshold=0.0)
     if args.fuse and args.backend == "torch":
-        from .models.fuse import keep_freed_memory, optimize_for_inference
+        from .allocator import keep_freed_memory
+        from .models.fuse import optimize_for_inference
 
         detector.model = optimize_for_inference(detector.model)  # exact: the same boxes, sooner
         if detector.device.type == "cpu":

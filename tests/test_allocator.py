@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ve
 SCRIPT = """
 import resource, sys, torch
 if sys.argv[1] == "keep":
-    from centernet.engine.allocator import keep_freed_memory
+    from centernet.allocator import keep_freed_memory
     assert keep_freed_memory()
 for _ in range(4):  # the first ones fault their pages in whatever the setting
     torch.ones(16 * 1024 * 1024)
@@ -41,7 +41,7 @@ def test_freed_memory_is_reused_instead_of_faulted_in_again():
 
 
 def test_the_users_own_malloc_variables_win():
-    script = ("import sys; from centernet.engine.allocator import keep_freed_memory; "
+    script = ("import sys; from centernet.allocator import keep_freed_memory; "
               "sys.stdout.write(str(keep_freed_memory()))")
     env = {**os.environ, "MALLOC_ARENA_MAX_": "2"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)

@@ -19,7 +19,7 @@ PACKAGE = ROOT / "centernet"
 # Bottom to top; a node may import the nodes of the layers below its own, never those above nor
 # those beside it in its own layer.
 LAYERS = [
-    ["centernet.io"],
+    ["centernet.io", "centernet.allocator"],
     ["centernet.config", "centernet.targets", "centernet.losses", "centernet.decode", "centernet.nms",
      "centernet.viz"],
     ["centernet.data", "centernet.models"],

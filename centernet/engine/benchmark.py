@@ -12,7 +12,7 @@ memory is the largest resident-set growth seen during the timed calls (sampled e
 millisecond), or the CUDA allocator's peak on a GPU.
 
 Order matters on CPU: eager runs first, in the process as it starts; the fastest path then sets
-:func:`~centernet.models.fuse.keep_freed_memory`, which lasts for the process.
+:func:`~centernet.allocator.keep_freed_memory`, which lasts for the process.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def measure_latency(model: torch.nn.Module, input_size: tuple[int, int] = (512, 
     size, dynamic batch) with ``threads`` intra-op threads.
     """
     from ..export import DetectionGraph
-    from ..models.fuse import keep_freed_memory, optimize_for_inference
+    from ..allocator import keep_freed_memory
+    from ..models.fuse import optimize_for_inference
 
     device = torch.device(device)
     if threads:

@@ -48,6 +48,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..allocator import keep_freed_memory
 from ..builder import load_initial_weights
 from ..config import Config, save_config
 from ..data.check import checked_annotations
@@ -58,7 +59,6 @@ from ..io import write_text
 from ..losses import CenterNetLoss
 from ..models import build_model
 from . import distributed
-from .allocator import keep_freed_memory
 from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .distributed import EpochBatchSampler, Process
 from .evaluate import METRIC_NAMES, evaluate, format_metrics

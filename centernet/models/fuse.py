@@ -1,9 +1,8 @@
 """The fastest exact inference form of a model: BatchNorm folded into the convolutions before it,
-activations in place, channels-last memory, optionally half precision on a GPU; and an allocator
-setting that keeps freed memory for reuse on CPU.
+activations in place, channels-last memory, optionally half precision on a GPU (on CPU, pair it
+with ``centernet.allocator.keep_freed_memory()``).
 
     fast = centernet.models.fuse.optimize_for_inference(model)   # a new module; model unchanged
-    centernet.models.fuse.keep_freed_memory()                    # CPU: once per process
     with torch.inference_mode():
         outputs = fast(images)                                     # same maps as model(images)
 
@@ -18,8 +17,6 @@ from the unfolded model only by float rounding (about 1e-6 relative in float32).
 from __future__ import annotations
 
 import copy
-import ctypes
-import sys
 
 import torch
 from torch import nn
@@ -28,7 +25,7 @@ from .backbones import mobilenet, resnet
 from .deform_conv import DeformConv2d
 from .layers import ConvNormLayer
 
-__all__ = ["fold_batch_norms", "activations_in_place", "keep_freed_memory", "optimize_for_inference"]
+__all__ = ["fold_batch_norms", "activations_in_place", "optimize_for_inference"]
 
 # class -> (convolution attribute, BatchNorm attribute); forward applies the norm right after the conv
 _CONV_NORM_PAIRS = {
@@ -116,30 +113,6 @@ def activations_in_place(model: nn.Module) -> int:
                 act.inplace = True
                 switched += 1
     return switched
-
-
-_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
-
-
-def keep_freed_memory(mmap_threshold: int = 32 << 20, trim_threshold: int = 1 << 30) -> bool:
-    """Ask glibc's malloc to keep freed blocks (up to 32 MiB each) for reuse instead of handing
-    them back to the system, process-wide.
-
-    By default every feature map above 128 KiB is a fresh ``mmap`` whose pages fault in on first
-    touch (about 19 000 page faults per DLA-34 forward at 512x512); with this setting the same
-    forward has a few hundred and takes about a quarter less CPU time. It is what jemalloc or
-    tcmalloc (PyTorch's CPU performance advice) give, without preloading a library. Returns
-    whether the setting took effect (False off glibc).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold)
-                    and libc.mallopt(_M_TOP_PAD, 64 << 20))
-    except (OSError, AttributeError):
-        return False
 
 
 class _InferenceInput(nn.Module):
