@@ -203,6 +203,7 @@ architecture: CenterNet
 use_gpu: false
 log_iter: 20
 save_dir: {out}/output
+output_eval: {out}/output
 snapshot_epoch: {eval_interval}
 epoch: {epochs}
 num_classes: {num_classes}
