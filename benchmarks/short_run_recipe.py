@@ -74,7 +74,7 @@ def main(argv=None) -> int:
                             "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
                             "--eval-interval", str(args.eval_interval), "--seed", str(args.seed),
                             "--run-dir", str(run), "--quiet", "--no-tensorboard", *RECIPES[name]], check=True)
-        curves[f"{name}: {' '.join(RECIPES[name])}"] = read_rows(metrics)
+        curves[f"{name}, seed {args.seed}: {' '.join(RECIPES[name])}"] = read_rows(metrics)
     for item in args.compare:
         label, _, path = item.rpartition("=")
         if not label or not Path(path).is_file():
