@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -239,6 +240,13 @@ def _add_model_flags(p: argparse.ArgumentParser) -> None:
                         "once to ~/.cache/centernet or $CENTERNET_HOME")
 
 
+def _add_backend_flag(p: argparse.ArgumentParser) -> None:
+    """eval / predict / serve: PyTorch, or onnxruntime running an exported graph (float or INT8)."""
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: --weights is a file from `centernet export` (float or --quantize int8), "
+                        "run by onnxruntime")
+
+
 def _add_test_flags(p: argparse.ArgumentParser) -> None:
     """eval / predict: test-time augmentation, size, batch and device."""
     p.add_argument("--flip", action="store_true", help="flip test")
@@ -282,7 +290,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .data.coco import CocoDetection
     from .engine.evaluate import evaluate, format_metrics, save_metrics
 
-    detector = _detector(args)
+    detector = _backend_detector(args, score_threshold=0.0)
     images, ann = _data_split(args.data, args.split)
     images, ann = args.images or images, args.ann or ann
     if not images or not ann:
@@ -306,12 +314,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _backend_detector(args: argparse.Namespace, score_threshold: float):
-    """predict / serve: ``_detector``'s, or with ``--backend onnx`` the exported graph given as ``--weights``."""
+    """eval / predict / serve: ``_detector``'s, or with ``--backend onnx`` the exported graph given as ``--weights``."""
     if args.backend == "onnx":
         from .export import OnnxDetector
 
         for flag, used in (("--flip", args.flip), ("--scales", args.scales != (1.0,)), ("--model", args.model),
-                           ("--heatmap", args.heatmap)):
+                           ("--heatmap", getattr(args, "heatmap", False))):  # (eval has no --heatmap)
             if used:
                 raise ValueError(f"{flag}: the ONNX backend runs the exported graph alone; use --backend torch")
         if not args.weights:
@@ -371,6 +379,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
+    calibration = _calibration(args)  # before the export: a bad folder stops at once
     class_names, validated = None, None
     if args.model:
         from .builder import create_model
@@ -386,16 +395,43 @@ def cmd_export(args: argparse.Namespace) -> int:
     else:
         raise ValueError("give --model NAME (with optional --weights) or --weights CHECKPOINT")
     size, keep_res, dynamic = _export_form(args, validated)
-    out = Path(args.out or f"{args.model}.onnx")
-    export_onnx(model, out, input_size=size, dynamic_size=dynamic, max_detections=args.max_detections,
-                class_names=class_names, model_name=args.model, deform_conv=args.deform_conv,
-                opset_version=args.opset, keep_res=keep_res)
+    out = Path(args.out or f"{args.model}{'_int8' if calibration else ''}.onnx")
+    with tempfile.TemporaryDirectory(prefix="centernet-export-") as folder:
+        graph = Path(folder) / "fp32.onnx" if calibration else out  # the float graph, then quantized
+        export_onnx(model, graph, input_size=size, dynamic_size=dynamic, max_detections=args.max_detections,
+                    class_names=class_names, model_name=args.model, deform_conv=args.deform_conv,
+                    opset_version=args.opset, keep_res=keep_res)
+        if calibration:
+            from .export import quantize_onnx
+
+            quantize_onnx(graph, out, calibration, calibration_count=len(calibration),
+                          calibration_method=args.calibration_method)
     shape = "any HxW (multiples of 32)" if dynamic else "x".join(map(str, size))
     mode = ("each image at its own resolution" if keep_res else
             f"images resized to {size[0]}x{size[1]}")
-    print(f"{out}: images [B, 3, {shape}] -> boxes [B, {args.max_detections}, 4] (input pixels), "
+    form = (f"INT8 (int8 weights per channel, activations calibrated on {len(calibration)} image(s) by "
+            f"{args.calibration_method}; the decode in float), " if calibration else "")
+    print(f"{out}: {form}images [B, 3, {shape}] -> boxes [B, {args.max_detections}, 4] (input pixels), "
           f"scores, labels; checked with onnx.checker; OnnxDetector's default: {mode}")
     return 0
+
+
+def _calibration(args: argparse.Namespace) -> list[Path] | None:
+    """export --quantize int8: the calibration images (``--calibration``, ``--calibration-count``),
+    checked readable; None for a float export. Errors name the flag."""
+    from .export import calibration_images
+
+    if not args.quantize:
+        if args.calibration:
+            raise ValueError("--calibration: the images calibrate an INT8 export; add --quantize int8")
+        return None
+    if not args.calibration:
+        raise ValueError(f"--quantize {args.quantize} needs --calibration IMAGES_DIR: a folder of images like "
+                         "those the model will see, to calibrate the activations' ranges")
+    try:
+        return calibration_images(args.calibration, args.calibration_count)
+    except (FileNotFoundError, ValueError) as error:
+        raise type(error)(f"--calibration {error}") from None
 
 
 def _export_form(args: argparse.Namespace, validated) -> tuple[tuple[int, int], bool, bool]:
@@ -461,6 +497,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .export import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
+
     parser = argparse.ArgumentParser(prog="centernet", description="CenterNet (Objects as Points) in PyTorch")
     parser.add_argument("--version", action="version", version=f"centernet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -538,6 +576,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images")
     p.add_argument("--ann")
     _add_test_flags(p)
+    _add_backend_flag(p)
     p.add_argument("--out", help="output folder (default: eval/ beside the weights, runs/<model>/eval with --model)")
     p.add_argument("--analysis", action="store_true",
                    help="also per_class_ap.csv, pr_curves.png and confusion_matrix.png/.csv in --out")
@@ -554,14 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  "runs/<model>/predictions with --model)")
     p.add_argument("--score-threshold", type=_number_in(0, 1), default=0.3, help="0 to 1 (default 0.3)")
     _add_test_flags(p)
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="onnx: --weights is a file from `centernet export`, run by onnxruntime")
+    _add_backend_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = commands.add_parser("serve", help="an HTTP detection server with a web page (needs the serve extra)")
     _add_model_flags(p)
-    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="onnx: --weights is a file from `centernet export`, run by onnxruntime")
+    _add_backend_flag(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-batch", type=int, default=8, help="images in one forward pass at most")
@@ -597,7 +634,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deform-conv", choices=["onnx", "gather"], default="onnx",
                    help="DCNv2 as ONNX DeformConv (opset 19) or as an exact Gather+MatMul decomposition")
     p.add_argument("--opset", type=_at_least(7), help="ONNX opset (default: 19 with DeformConv, 17 with gather)")
-    p.add_argument("--out", help="output file (default <model>.onnx)")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="int8: static quantization of the network (the decode stays float); needs --calibration")
+    p.add_argument("--calibration", metavar="IMAGES_DIR",
+                   help="--quantize: a folder of images like those the model will see (or one image)")
+    p.add_argument("--calibration-count", type=_at_least(1), default=100, metavar="N",
+                   help="--quantize: calibrate on N images of the folder, spread over it (default 100)")
+    p.add_argument("--calibration-method", choices=list(CALIBRATION_METHODS), default=DEFAULT_CALIBRATION_METHOD,
+                   help=f"--quantize: how activation ranges are set (default {DEFAULT_CALIBRATION_METHOD}, "
+                        "the most accurate one measured; see centernet.export)")
+    p.add_argument("--out", help="output file (default <model>.onnx, <model>_int8.onnx with --quantize)")
     p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("benchmark", help="inference latency (eager, fastest, onnxruntime), data pipeline, training step")

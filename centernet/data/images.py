@@ -16,6 +16,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageLoadError, ImageTooLargeError
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what a folder of images holds
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 
 
@@ -31,6 +32,20 @@ def load_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise ImageLoadError(f"{path}: image file not found")
     return _decode(path, str(path))
+
+
+def list_images(source: str | Path) -> list[Path]:
+    """An image file, or the image files of a folder (sorted; entries that are not files, such as
+    a folder named ``x.jpg``, are passed over), with a clear error otherwise."""
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not files:
+            raise FileNotFoundError(f"{source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+        return files
+    if not source.exists():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    return [source]
 
 
 def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> np.ndarray:

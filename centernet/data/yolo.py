@@ -20,9 +20,9 @@ from PIL import Image, UnidentifiedImageError
 
 from ..io import read_text, write_text
 from .errors import DataError, ImageLoadError
+from .images import IMAGE_SUFFIXES
 from .voc import read_class_names
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 

@@ -18,13 +18,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..data.images import load_image
+from ..data.images import list_images, load_image
 from ..decode import decode, flip_merge
 from ..inference import BaseDetector
 from ..io import output_group
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-
 
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
     """``device`` as a ``torch.device`` ("auto": CUDA when available, else the CPU); ``ValueError``
@@ -146,20 +143,6 @@ class Detector(BaseDetector):
         height, width = image.shape[:2]
         return np.stack([cv2.warpAffine(plane, to_image, (width, height), flags=cv2.INTER_LINEAR)
                          for plane in probabilities])  # [C, H, W]
-
-
-def list_images(source: str | Path) -> list[Path]:
-    """An image file, or the image files of a folder (sorted; entries that are not files, such as
-    a folder named ``x.jpg``, are passed over), with a clear error otherwise."""
-    source = Path(source)
-    if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        if not files:
-            raise FileNotFoundError(f"{source}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
-        return files
-    if not source.exists():
-        raise FileNotFoundError(f"{source}: no such file or folder")
-    return [source]
 
 
 def detection_records(result: dict[str, torch.Tensor], class_names: Sequence[str]) -> list[dict]:
