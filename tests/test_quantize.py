@@ -132,7 +132,8 @@ def test_int8_detections_agree_with_float(fitted, data_dir, tmp_path):
     model, class_names = fitted
     fp32 = export_onnx(model, tmp_path / "fp32.onnx", input_size=(64, 64), class_names=class_names)
     folder = data_dir / "train/images"
-    int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", folder, calibration_count=8)
+    # the thresholds below were measured with percentile calibration on this fitted model
+    int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", folder, calibration_count=8, calibration_method="percentile")
     images = [load_image(file) for file in list_images(folder)]
     reference = OnnxDetector(fp32, threads=1).detect_images(images)
     results = OnnxDetector(int8, threads=1).detect_images(images)
