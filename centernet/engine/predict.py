@@ -23,6 +23,7 @@ from ..decode import decode, flip_merge
 from ..inference import BaseDetector
 from ..io import output_group
 
+
 def select_device(device: str | torch.device | None = "auto") -> torch.device:
     """``device`` as a ``torch.device`` ("auto": CUDA when available, else the CPU); ``ValueError``
     for a name torch does not know or a GPU this machine does not have."""
