@@ -241,7 +241,7 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "
 # fraction of float detections above 0.1 that an INT8 one of the same class matches at IoU >= 0.9,
 # the same the other way round, and val AP (float: 0.0308 and 0.0291):
 #     minmax      0.730 / 0.770   back 0.716 / 0.789   AP 0.0310 / 0.0253
-#     entropy     0.562 / 0.615   back 0.554 / 0.701   AP 0.0315 / 0.0293   (4x slower to calibrate)
+#     entropy     0.562 / 0.615   back 0.554 / 0.701   AP 0.0315 / 0.0293   (calibration ~4x slower there)
 #     percentile  0.740 / 0.797   back 0.753 / 0.799   AP 0.0303 / 0.0263
 # Those models were weak (AP 0.03). On a trained one, the demo's best.pt (`make demo`:
 # centernet_mbv3_small, head 64, 192x192, val AP 42.10 / AP50 66.60 % in float), calibrated on 100
