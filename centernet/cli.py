@@ -498,6 +498,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .export import CALIBRATION_METHODS, DEFAULT_CALIBRATION_METHOD
+    from .engine.benchmark import BACKENDS
 
     parser = argparse.ArgumentParser(prog="centernet", description="CenterNet (Objects as Points) in PyTorch")
     parser.add_argument("--version", action="version", version=f"centernet {__version__}")
@@ -646,12 +647,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output file (default <model>.onnx, <model>_int8.onnx with --quantize)")
     p.set_defaults(func=cmd_export)
 
-    p = commands.add_parser("benchmark", help="inference latency (eager, fastest, onnxruntime), data pipeline, training step")
+    p = commands.add_parser("benchmark", help="inference latency (eager, fastest, onnxruntime fp32 and INT8), data pipeline, training step")
     p.add_argument("--model", default="centernet_dla34")
     p.add_argument("--input-size", type=_input_size, default=(512, 512))
     p.add_argument("--batch-sizes", type=_at_least(1), nargs="+", default=[1, 8])
-    p.add_argument("--backends", nargs="+", default=["eager", "fastest", "onnxruntime"],
-                   choices=["eager", "fastest", "onnxruntime"])
+    p.add_argument("--backends", nargs="+", choices=BACKENDS,
+                   help="default: all (on a GPU all but onnxruntime-int8, a CPU format)")
     p.add_argument("--threads", type=_at_least(1), help="CPU threads (default: torch's)")
     p.add_argument("--repeat", type=_at_least(1), default=10, help="timed runs per measurement")
     p.add_argument("--no-pipeline", action="store_true", help="skip the data pipeline and training step")

@@ -1,5 +1,6 @@
 """Speed and memory on this machine: inference latency of PyTorch eager, the fastest exact PyTorch
-path and onnxruntime; the training data pipeline against the training step.
+path, onnxruntime and onnxruntime on the INT8 graph; the training data pipeline against the
+training step.
 
     centernet benchmark --model centernet_dla34 --threads 2
     from centernet.engine.benchmark import measure_latency, measure_pipeline
@@ -31,7 +32,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-BACKENDS = ("eager", "fastest", "onnxruntime")
+BACKENDS = ("eager", "fastest", "onnxruntime", "onnxruntime-int8")
+DEFAULT_BACKENDS = BACKENDS
 
 
 @dataclass
@@ -113,12 +115,18 @@ def time_calls(fn: Callable[[], object], repeat: int, batch: int, what: str,
 
 
 def _onnx_session(model: torch.nn.Module, input_size: tuple[int, int], threads: int | None,
-                  device: torch.device, folder: str):
+                  device: torch.device, folder: str, int8: bool = False):
     import onnxruntime
 
-    from ..export import export_onnx
+    from ..export import export_onnx, quantize_onnx
 
     path = export_onnx(model, Path(folder) / "model.onnx", input_size=input_size)
+    if int8:
+        # Latency does not depend on the calibrated ranges (the same integer graph runs whatever
+        # its scales), so a few synthetic scenes and min-max, the quickest calibrator, do here.
+        images, _ = _synthetic_split(Path(folder) / "calibration", INT8_CALIBRATION_IMAGES)
+        path = quantize_onnx(path, Path(folder) / "model_int8.onnx", images,
+                             calibration_count=INT8_CALIBRATION_IMAGES, calibration_method="minmax")
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
@@ -128,15 +136,20 @@ def _onnx_session(model: torch.nn.Module, input_size: tuple[int, int], threads: 
     return onnxruntime.InferenceSession(str(path), options, providers=providers)
 
 
+INT8_CALIBRATION_IMAGES = 4
+
+
 def measure_latency(model: torch.nn.Module, input_size: tuple[int, int] = (512, 512),
-                    batch_sizes: Sequence[int] = (1, 8), backends: Iterable[str] = BACKENDS,
+                    batch_sizes: Sequence[int] = (1, 8), backends: Iterable[str] = DEFAULT_BACKENDS,
                     repeat: int = 10, threads: int | None = None, device: str = "cpu",
                     half: torch.dtype = torch.float16) -> list[Timing]:
     """Latency of ``model`` (+ decode) per backend and batch size, eager first.
 
     ``fastest`` is :func:`~centernet.models.fuse.optimize_for_inference` (in ``half`` precision
     on a GPU); ``onnxruntime`` runs the graph of :func:`~centernet.export.export_onnx` (fixed
-    size, dynamic batch) with ``threads`` intra-op threads.
+    size, dynamic batch) with ``threads`` intra-op threads; ``onnxruntime-int8`` runs that graph
+    after :func:`~centernet.export.quantize_onnx` (what ``centernet export --quantize int8``
+    writes; calibrated on a few synthetic scenes, which sets its ranges but not its speed).
     """
     from ..export import DetectionGraph
     from ..allocator import keep_freed_memory
@@ -161,8 +174,9 @@ def measure_latency(model: torch.nn.Module, input_size: tuple[int, int] = (512, 
                 fast = optimize_for_inference(model, dtype=half if device.type == "cuda" else None)
                 graph = DetectionGraph(fast.to(device))
                 run = lambda x: graph(x.to(device))  # noqa: E731
-            elif backend == "onnxruntime":
-                session = _onnx_session(model.cpu(), input_size, threads, device, folder)
+            elif backend in ("onnxruntime", "onnxruntime-int8"):
+                session = _onnx_session(model.cpu(), input_size, threads, device, folder,
+                                        int8=backend == "onnxruntime-int8")
                 run = lambda x: session.run(None, {"images": x.numpy()})  # noqa: E731
             else:
                 raise ValueError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
@@ -234,13 +248,17 @@ def machine_description(threads: int | None = None) -> str:
 
 def run_benchmark(model_name: str, input_size: tuple[int, int] = (512, 512),
                   batch_sizes: Sequence[int] = (1, 8), threads: int | None = None, repeat: int = 10,
-                  backends: Iterable[str] = BACKENDS, pipeline: bool = True,
+                  backends: Iterable[str] | None = None, pipeline: bool = True,
                   device: str = "cpu") -> list[Timing]:
-    """`centernet benchmark`: print (and return) the latency table and the pipeline comparison."""
+    """`centernet benchmark`: print (and return) the latency table and the pipeline comparison.
+    ``backends`` default: all of :data:`BACKENDS` on a CPU; on a GPU all but the INT8 graph (an
+    x86 CPU format: onnxruntime's CUDA provider would run it through float fallbacks)."""
     from ..models import build_model
 
     torch.manual_seed(0)
     model = build_model(model_name)
+    if backends is None:
+        backends = [b for b in BACKENDS if device == "cpu" or b != "onnxruntime-int8"]
     print(f"{model_name} at {input_size[0]}x{input_size[1]} on {device}: {machine_description(threads)}")
     if device == "cpu" and os.getloadavg()[0] >= (os.cpu_count() or 1) and "OMP_WAIT_POLICY" not in os.environ:
         print("note: the machine is busy; OpenMP threads that spin while they wait for a descheduled "
