@@ -1,0 +1,156 @@
+"""Which tool makes the INT8 model: onnxruntime's static quantization (what ``centernet export
+--quantize int8`` uses) against PyTorch's own x86 INT8 backend, on the same model, in one process.
+
+    .venv/bin/python benchmarks/int8_tools.py --models centernet_mbv1 centernet_mbv3_large --size 512 --threads 2
+
+Per model (random weights: speed does not depend on them), the same calibration images (synthetic
+scenes through the eval transform), batch 1, median of ``--repeat`` calls after one warm-up,
+from the normalised image to the top-100 boxes:
+
+- ``torch fp32``: our fastest exact PyTorch path (``optimize_for_inference``);
+- ``onnxruntime fp32`` and ``onnxruntime INT8``: ``export_onnx`` and ``quantize_onnx`` (QDQ, per-
+  channel int8 weights, uint8 activations, min-max calibration; the decode and the head's output
+  convolutions in float);
+- ``torch INT8 (x86)``: PyTorch's FX graph mode post-training quantization with the ``x86``
+  backend's default qconfig (``prepare_fx`` / ``convert_fx``: conv-BN-ReLU fused, per-channel int8
+  weights, uint8 activations observed by histogram), quantizing the network (backbone, neck and
+  head, the head's output convolutions included) while our float decode reads its dequantized
+  maps. PyTorch's newer PT2E flow (``X86InductorQuantizer``) lives in torchao and runs through
+  ``torch.compile``; it is not measured here.
+
+Also reports how far each INT8 graph's heatmap is from the float one (max absolute difference of
+the sigmoid heatmaps on a calibration image), as a first sign of a broken quantization.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Network(nn.Module):
+    """backbone -> neck -> head without CenterNet.forward's input checks (FX cannot trace a branch
+    on a tensor's shape); returns the three raw maps as a tuple."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.backbone, self.neck, self.head = model.backbone, model.neck, model.head
+
+    def forward(self, images):
+        maps = self.head(self.neck(self.backbone(images)))
+        return maps["heatmap"], maps["wh"], maps["offset"]
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["centernet_mbv1", "centernet_mbv3_large"])
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--calibration-images", type=int, default=8)
+    args = parser.parse_args()
+
+    import onnxruntime
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    from centernet import create_model
+    from centernet.allocator import keep_freed_memory
+    from centernet.data.synthetic import generate_dataset
+    from centernet.data.images import list_images, load_image
+    from centernet.data.transforms import EvalTransform
+    from centernet.engine.benchmark import machine_description
+    from centernet.export import DetectionGraph, export_onnx, quantize_onnx
+    from centernet.decode import decode
+    from centernet.models.fuse import optimize_for_inference
+
+    torch.set_num_threads(args.threads)
+    torch.backends.quantized.engine = "x86"
+    keep_freed_memory()
+    print(f"batch 1, {args.size}x{args.size}, median of {args.repeat}; {machine_description(args.threads)}")
+    print("| model | torch fp32 (fastest) | onnxruntime fp32 | onnxruntime INT8 | torch INT8 (x86, FX) "
+          "| heatmap max diff, onnxruntime / torch |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
+        data = generate_dataset(Path(folder) / "data", num_train=args.calibration_images, num_val=0,
+                                min_side=480, max_side=640)
+        files = list_images(data["train_images"])
+        transform = EvalTransform(input_size=(args.size, args.size), keep_res=False)
+        batches = [torch.from_numpy(transform.at_scale(load_image(file))[0][None]).float() for file in files]
+        for name in args.models:
+            torch.manual_seed(0)
+            model = create_model(name).eval()
+            image = batches[0]
+            fp32 = DetectionGraph(optimize_for_inference(model))
+            torch_fp32 = median_ms(lambda: fp32(image), args.repeat)
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+            onnx_fp32 = export_onnx(model, Path(folder) / f"{name}.onnx", input_size=(args.size, args.size))
+            onnx_int8 = quantize_onnx(onnx_fp32, Path(folder) / f"{name}_int8.onnx", files,
+                                      calibration_count=len(files), calibration_method="minmax")
+            sessions = [onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+                        for path in (onnx_fp32, onnx_int8)]
+            ort_fp32, ort_int8 = (median_ms(lambda s=s: s.run(None, {"images": image.numpy()}), args.repeat)
+                                  for s in sessions)
+
+            network = Network(model).eval()
+            with torch.no_grad():
+                prepared = prepare_fx(network, get_default_qconfig_mapping("x86"), example_inputs=(image,))
+                for batch in batches:
+                    prepared(batch)
+                quantized = convert_fx(prepared)
+
+            def torch_int8():
+                heatmap, wh, offset = quantized(image)
+                return decode(heatmap, wh, offset, k=100)
+
+            torch_int8_ms = median_ms(torch_int8, args.repeat)
+
+            reference = network(image)[0].sigmoid()
+            maps_int8 = torch.from_numpy(_onnx_heatmap(onnx_int8, image, folder)).sigmoid()
+            diff_ort = float((maps_int8 - reference).abs().max())
+            diff_torch = float((quantized(image)[0].sigmoid() - reference).abs().max())
+            print(f"| {name} | {torch_fp32:.0f} | {ort_fp32:.0f} | {ort_int8:.0f} | {torch_int8_ms:.0f} "
+                  f"| {diff_ort:.3f} / {diff_torch:.3f} |", flush=True)
+    print(f"ms per image (wall); load average after: {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+def _onnx_heatmap(path: Path, image: torch.Tensor, folder: str) -> np.ndarray:
+    """The INT8 graph's heatmap logits: the graph's own input of the decode's sigmoid, exposed as
+    an extra output of a copy of the file."""
+    import onnx
+    import onnxruntime
+
+    proto = onnx.load(str(path))
+    sigmoid = next(node for node in proto.graph.node if node.op_type == "Sigmoid"
+                   and not node.name.startswith("/model/"))
+    proto.graph.output.append(onnx.helper.make_tensor_value_info(sigmoid.input[0], onnx.TensorProto.FLOAT, None))
+    copy = Path(folder) / "heatmap.onnx"
+    onnx.save(proto, str(copy))
+    session = onnxruntime.InferenceSession(str(copy), providers=["CPUExecutionProvider"])
+    return session.run([sigmoid.input[0]], {"images": image.numpy()})[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
