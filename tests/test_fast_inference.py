@@ -109,6 +109,25 @@ def test_cli_benchmark_prints_every_backend_and_batch(capsys):
     assert timed == {(b, n) for b in backends for n in ("1", "2")}
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_the_int8_backend_times_the_quantized_graph(tmp_path):
+    """What `centernet benchmark` times as onnxruntime-int8 is the file of export --quantize int8
+    (its metadata says so and it holds integer weights), not the float graph again."""
+    import onnx
+
+    from centernet import create_model
+    from centernet.engine.benchmark import _onnx_session
+
+    torch.manual_seed(0)
+    model = create_model("centernet_mbv3_small", num_classes=3).eval()
+    session = _onnx_session(model, (64, 64), 1, torch.device("cpu"), str(tmp_path), int8=True)
+    assert session.get_modelmeta().custom_metadata_map["quantization"] == "int8"
+    graph = onnx.load(str(tmp_path / "model_int8.onnx")).graph
+    assert any(t.data_type == onnx.TensorProto.INT8 for t in graph.initializer)
+    boxes, scores, labels = session.run(None, {"images": np.zeros((2, 3, 64, 64), np.float32)})
+    assert boxes.shape == (2, 100, 4) and scores.shape == labels.shape == (2, 100)
+
+
 @pytest.mark.slow
 def test_pipeline_and_training_step_are_measured():
     from centernet.engine.benchmark import measure_pipeline
