@@ -1,7 +1,7 @@
 """Which tool makes the INT8 model: onnxruntime's static quantization (what ``centernet export
 --quantize int8`` uses) against PyTorch's own x86 INT8 backend, on the same model, in one process.
 
-    .venv/bin/python benchmarks/int8_tools.py --models centernet_dla34 centernet_mbv1 centernet_mbv3_large --size 512 --threads 2
+    .venv/bin/python benchmarks/int8_tools.py --size 512 --threads 2 --repeat 5 [--models ...] [--torch-profile]
 
 Per model (random weights: speed does not depend on them), the same calibration images (synthetic
 scenes through the eval transform), batch 1, median of ``--repeat`` calls after one warm-up,
@@ -69,6 +69,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--calibration-images", type=int, default=8)
+    parser.add_argument("--torch-profile", action="store_true",
+                        help="also print torch.profiler's top operators of one call of PyTorch's default INT8 model")
     args = parser.parse_args()
 
     import onnxruntime
@@ -134,6 +136,10 @@ def main() -> int:
                     prepared(batch)
                 quantized = convert_fx(prepared)
                 torch_int8.append(f"{median_ms(lambda q=quantized: decode(*q(image), k=100), args.repeat):.0f}")
+                if args.torch_profile and not float_transposed:
+                    with torch.profiler.profile() as profiler:
+                        quantized(image)
+                    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=5))
             print(f"| {name} | {torch_fp32:.0f} | {ort_fp32:.0f} | {ort_int8:.0f} | {torch_int8[0]} "
                   f"| {torch_int8[1]} |", flush=True)
     print(f"ms per image (wall); load average after: {os.getloadavg()[0]:.1f}")
