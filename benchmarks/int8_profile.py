@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/int8_profile.py --model centernet_mbv3_large --size 512 --threads 2
 
 Exports the row (random weights: speed does not depend on them) with ``export_onnx``, quantizes it
-with ``quantize_onnx`` (min-max, calibrated on a few synthetic scenes), runs each graph ``--repeat``
+as the benchmarks do (``quantize_for_timing``: min-max, calibrated on a few synthetic scenes), runs each graph ``--repeat``
 times after a warm-up with onnxruntime's profiler on, and prints the median call time and the
 time per operator type (the kernels onnxruntime actually ran, after its graph fusions: an INT8
 convolution shows as QLinearConv, one left in float as Conv or FusedConv) as ms per call and
@@ -69,16 +69,14 @@ def main() -> int:
     import torch
 
     from centernet import create_model
-    from centernet.data.synthetic import generate_dataset
-    from centernet.export import export_onnx, quantize_onnx
+    from centernet.engine.benchmark import quantize_for_timing
+    from centernet.export import export_onnx
 
     torch.manual_seed(0)
     images = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
     with tempfile.TemporaryDirectory() as folder:
-        data = generate_dataset(Path(folder) / "data", num_train=4, num_val=0, min_side=480, max_side=640)
         fp32 = export_onnx(create_model(args.model), Path(folder) / "fp32.onnx", input_size=(args.size, args.size))
-        int8 = quantize_onnx(fp32, Path(folder) / "int8.onnx", data["train_images"], calibration_count=4,
-                             calibration_method="minmax")
+        int8 = quantize_for_timing(fp32, folder)  # as centernet benchmark and paddle_speed.py time it
         (fp32_ms, fp32_ops, _), (int8_ms, int8_ops, int8_nodes) = (
             profile(path, images, args.threads, args.repeat, folder) for path in (fp32, int8))
     print(f"{args.model}, batch 1, {args.size}x{args.size}, {args.threads} threads, median of {args.repeat}: "

@@ -118,15 +118,11 @@ def _onnx_session(model: torch.nn.Module, input_size: tuple[int, int], threads: 
                   device: torch.device, folder: str, int8: bool = False):
     import onnxruntime
 
-    from ..export import export_onnx, quantize_onnx
+    from ..export import export_onnx
 
     path = export_onnx(model, Path(folder) / "model.onnx", input_size=input_size)
     if int8:
-        # Latency does not depend on the calibrated ranges (the same integer graph runs whatever
-        # its scales), so a few synthetic scenes and min-max, the quickest calibrator, do here.
-        images, _ = _synthetic_split(Path(folder) / "calibration", INT8_CALIBRATION_IMAGES)
-        path = quantize_onnx(path, Path(folder) / "model_int8.onnx", images,
-                             calibration_count=INT8_CALIBRATION_IMAGES, calibration_method="minmax")
+        path = quantize_for_timing(path, folder)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads or 0
     options.inter_op_num_threads = 1
@@ -137,6 +133,17 @@ def _onnx_session(model: torch.nn.Module, input_size: tuple[int, int], threads: 
 
 
 INT8_CALIBRATION_IMAGES = 4
+
+
+def quantize_for_timing(path: str | Path, folder: str | Path) -> Path:
+    """``folder/model_int8.onnx``: the INT8 copy of the exported graph ``path`` that the benchmarks
+    time. Latency does not depend on the calibrated ranges (the same integer graph runs whatever
+    its scales), so a few synthetic scenes and min-max, the quickest calibrator, do here."""
+    from ..export import quantize_onnx
+
+    images, _ = _synthetic_split(Path(folder) / "calibration", INT8_CALIBRATION_IMAGES)
+    return quantize_onnx(path, Path(folder) / "model_int8.onnx", images,
+                         calibration_count=INT8_CALIBRATION_IMAGES, calibration_method="minmax")
 
 
 def measure_latency(model: torch.nn.Module, input_size: tuple[int, int] = (512, 512),
